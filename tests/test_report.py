@@ -1,0 +1,411 @@
+"""Tests of wrn_trax.report on fake run folders that follow the contract."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wrn_trax import report
+
+STEPS = 100
+EVAL_EVERY = 25
+
+# Final test error (fraction) of the finished WRN-16-k CIFAR-10 runs.
+ERRORS = {(1, 0): 0.30, (1, 1): 0.20, (2, 0): 0.18, (2, 1): 0.14,
+          (3, 0): 0.12, (3, 1): 0.10, (4, 0): 0.09, (4, 1): 0.11}
+
+# A small stand-in for wrn_trax.models.paper_networks(): percent figures.
+PAPER = pd.DataFrame({
+    'name': ['WRN-16-4', 'WRN-16-8', 'WRN-28-10'],
+    'depth': [16, 16, 28],
+    'widen_factor': [4, 8, 10],
+    'paper_cifar10_error': [5.02, 4.27, 4.00],
+    'paper_cifar100_error': [24.03, 20.43, 19.25],
+})
+
+
+def _config(name, k, seed, **overrides):
+  config = {
+      'run_name': name, 'model': f'WRN-16-{k}', 'family': 'paper',
+      'depth': 16, 'widen_factor': k, 'block': 'B(3,3)', 'dropout': 0.0,
+      'dataset': 'cifar10', 'recipe': 'seed', 'seed': seed, 'steps': STEPS,
+      'batch_size': 32, 'optimizer': 'momentum', 'lr': 0.1,
+      'preprocess': 'standardize', 'eval_every': EVAL_EVERY,
+      'versions': {'wrn_trax': '0.1.0', 'trax': '1.4.1', 'jax': '0.4.30'},
+      'device': 'cpu', 'milestones': [50, 75],
+  }
+  config.update(overrides)
+  return config
+
+
+def _metrics(final_error, last_step=STEPS):
+  """Train lines every 25 steps, eval lines at the same steps."""
+  lines = []
+  for step in range(EVAL_EVERY, last_step + 1, EVAL_EVERY):
+    error = final_error + 0.5 * (1 - step / STEPS)
+    lines.append({'step': step, 'split': 'train', 'loss': 2.0 - step / STEPS,
+                  'accuracy': 1 - error, 'lr': 0.1, 'seconds': step / 10,
+                  'images_per_s': 320.0})
+    lines.append({'step': step, 'split': 'eval', 'loss': 2.1 - step / STEPS,
+                  'accuracy': 1 - error, 'lr': None, 'seconds': step / 10,
+                  'images_per_s': None})
+  return lines
+
+
+def _summary(k, test_error, status='done', step=STEPS):
+  return {
+      'status': status, 'reason': None if status == 'done' else 'loss is nan',
+      'step': step, 'steps': STEPS, 'test_error': test_error,
+      'test_loss': None if test_error is None else 2 * test_error,
+      'eval_examples': 10000, 'best_eval_error': test_error,
+      'best_eval_step': step, 'params': 1000 * k * k, 'flops': 10**6 * k * k,
+      'wall_seconds': 60.0 * k, 'median_step_seconds': 0.1 * k,
+      'images_per_s': 1000.0 / k, 'peak_host_mb': 500.0,
+      'peak_device_mb': None,
+  }
+
+
+def _write_run(root, name, config, metrics, summary=None, truncate=False):
+  run_dir = root / name
+  run_dir.mkdir(parents=True)
+  (run_dir / 'config.json').write_text(json.dumps(config))
+  text = ''.join(json.dumps(m) + '\n' for m in metrics)
+  if truncate:  # A kill mid-write: half of one more line, no newline.
+    text += json.dumps(metrics[-1])[:17]
+  (run_dir / 'metrics.jsonl').write_text(text)
+  if summary is not None:
+    (run_dir / 'summary.json').write_text(json.dumps(summary))
+
+
+def make_runs(root):
+  """k=1..4 x 2 seeds done, one diverged, one killed, one stock, one digits."""
+  root = pathlib.Path(root)
+  for (k, seed), error in ERRORS.items():
+    name = f'wrn-16-{k}-s{seed}'
+    _write_run(root, name, _config(name, k, seed), _metrics(error),
+               _summary(k, error))
+  _write_run(root, 'wrn-16-2-s2', _config('wrn-16-2-s2', 2, 2),
+             _metrics(0.9, last_step=50),
+             _summary(2, None, status='diverged', step=60))
+  _write_run(root, 'wrn-16-4-s2', _config('wrn-16-4-s2', 4, 2),
+             _metrics(0.1, last_step=75), truncate=True)
+  _write_run(root, 'stock-s0',
+             _config('stock-s0', 1, 0, model='stock-WRN-22-1', family='stock',
+                     depth=22),
+             _metrics(0.25), _summary(1, 0.25))
+  _write_run(root, 'digits-s0',
+             _config('digits-s0', 4, 0, dataset='digits'),
+             _metrics(0.05), _summary(4, 0.05))
+  return root
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+  return make_runs(tmp_path_factory.mktemp('runs'))
+
+
+@pytest.fixture(scope='module')
+def runs(root):
+  return report.load_runs(root)
+
+
+@pytest.fixture(scope='module')
+def curves(root):
+  return report.load_curves(root)
+
+
+@pytest.fixture(scope='module')
+def summary(runs):
+  return report.summarize(runs, paper=PAPER)
+
+
+def _row(frame, **where):
+  mask = np.ones(len(frame), bool)
+  for column, value in where.items():
+    mask &= (frame[column] == value).to_numpy()
+  assert mask.sum() == 1, where
+  return frame[mask].iloc[0]
+
+
+def test_load_runs_one_row_per_folder(runs):
+  assert len(runs) == 12
+  assert sorted(runs['run']) == sorted(
+      [f'wrn-16-{k}-s{s}' for k, s in ERRORS] +
+      ['wrn-16-2-s2', 'wrn-16-4-s2', 'stock-s0', 'digits-s0'])
+  assert runs['status'].value_counts().to_dict() == {
+      'done': 10, 'diverged': 1, 'incomplete': 1}
+  # Config and summary fields become columns; nested ones dotted.
+  for column in ('model', 'widen_factor', 'seed', 'device', 'params',
+                 'versions.trax', 'milestones', 'error_pct', 'path'):
+    assert column in runs.columns
+  assert _row(runs, run='wrn-16-3-s1')['error_pct'] == pytest.approx(10.0)
+  assert _row(runs, run='wrn-16-2-s0')['params'] == 4000
+
+
+def test_load_runs_incomplete_run_takes_last_logged_step(runs):
+  killed = _row(runs, run='wrn-16-4-s2')
+  assert killed['status'] == 'incomplete'
+  assert killed['step'] == 75  # The truncated line after it is skipped.
+  assert killed['steps'] == STEPS  # From config.json.
+  assert np.isnan(killed['error_pct'])
+
+
+def test_load_runs_sorted_by_configuration_then_seed(runs):
+  paper_c10 = runs[(runs['family'] == 'paper') & (runs['dataset'] == 'cifar10')]
+  order = list(zip(paper_c10['widen_factor'], paper_c10['seed']))
+  assert order == sorted(order)
+  # Sorting is deterministic: loading again gives the same frame.
+
+
+def test_load_runs_is_deterministic(root, runs):
+  pd.testing.assert_frame_equal(report.load_runs(root), runs)
+
+
+@pytest.mark.parametrize('make', ['missing', 'empty', 'no_config'])
+def test_load_errors_name_root_and_how_to_make_runs(tmp_path, make):
+  root = tmp_path / 'runs'
+  if make != 'missing':
+    root.mkdir()
+  if make == 'no_config':
+    (root / 'stray').mkdir()
+  for load in (report.load_runs, report.load_curves, report.write_report):
+    with pytest.raises(FileNotFoundError, match='sweep') as info:
+      load(root)
+    assert str(root) in str(info.value)
+
+
+def test_load_curves_long_form(curves):
+  assert list(curves.columns) == ['run', 'step', 'split', 'metric', 'value']
+  assert {'loss', 'accuracy', 'error', 'lr', 'seconds',
+          'images_per_s'} <= set(curves['metric'])
+  one = curves[(curves['run'] == 'wrn-16-3-s1') & (curves['split'] == 'eval')
+               & (curves['metric'] == 'error')]
+  assert list(one['step']) == [25, 50, 75, 100]
+  assert one['value'].iloc[-1] == pytest.approx(0.10)
+  # lr is null on eval lines: dropped, not NaN.
+  assert curves['value'].notna().all()
+  assert curves[(curves['split'] == 'eval') & (curves['metric'] == 'lr')].empty
+
+
+def test_load_curves_skips_truncated_last_line(curves):
+  killed = curves[(curves['run'] == 'wrn-16-4-s2')
+                  & (curves['metric'] == 'loss')]
+  assert sorted(killed['step'].unique()) == [25, 50, 75]
+  assert len(killed) == 6  # 3 train + 3 eval lines.
+
+
+def test_corrupt_middle_line_warns(tmp_path):
+  _write_run(tmp_path, 'r', _config('r', 1, 0), _metrics(0.2))
+  path = tmp_path / 'r' / 'metrics.jsonl'
+  lines = path.read_text().splitlines()
+  lines[1] = lines[1][:10]
+  path.write_text('\n'.join(lines) + '\n')
+  with pytest.warns(UserWarning, match='line 2'):
+    curves = report.load_curves(tmp_path)
+  assert curves['step'].max() == STEPS
+  with pytest.warns(UserWarning, match='line 2'):
+    assert report.load_runs(tmp_path)['status'].tolist() == ['incomplete']
+
+
+def test_summarize_statistics_over_seeds(summary):
+  # One row per configuration: 4 k on cifar10 + stock + digits.
+  assert len(summary) == 6
+  k1 = _row(summary, model='WRN-16-1', dataset='cifar10', family='paper')
+  assert k1['error_pct_median'] == pytest.approx(25.0)
+  assert k1['error_pct_mean'] == pytest.approx(25.0)
+  assert k1['error_pct_std'] == pytest.approx(np.std([30, 20], ddof=1))
+  assert (k1['error_pct_min'], k1['error_pct_max']) == pytest.approx((20, 30))
+  assert k1['n_done'] == 2
+  assert k1['params_M'] == pytest.approx(0.001)
+  assert k1['flops_G'] == pytest.approx(0.001)
+  assert k1['wall_minutes'] == pytest.approx(1.0)
+  assert k1['images_per_s'] == pytest.approx(1000.0)
+
+
+def test_summarize_counts_diverged_and_incomplete_apart(summary):
+  k2 = _row(summary, model='WRN-16-2', dataset='cifar10')
+  # The diverged seed counts, but its error does not enter the statistics.
+  assert (k2['n_done'], k2['n_diverged'], k2['n_failed']) == (2, 1, 0)
+  assert k2['error_pct_median'] == pytest.approx(16.0)
+  k4 = _row(summary, model='WRN-16-4', dataset='cifar10')
+  assert (k4['n_done'], k4['n_incomplete']) == (2, 1)
+  assert k4['error_pct_mean'] == pytest.approx(10.0)
+
+
+def test_summarize_paper_column_only_for_paper_networks_on_cifar(summary):
+  filled = summary.dropna(subset=['paper_error_pct'])
+  assert filled[['model', 'dataset']].values.tolist() == [
+      ['WRN-16-4', 'cifar10']]
+  assert filled['paper_error_pct'].iloc[0] == pytest.approx(5.02)
+  # Not for WRN-16-4 on digits, nor for networks the paper does not list.
+  assert np.isnan(_row(summary, dataset='digits')['paper_error_pct'])
+  assert np.isnan(_row(summary, family='stock')['paper_error_pct'])
+
+
+def test_summarize_paper_fractions_and_cifar100(runs):
+  c100 = runs.assign(dataset='cifar100')
+  paper = PAPER.assign(paper_cifar100_error=PAPER['paper_cifar100_error'] / 100)
+  out = report.summarize(c100, paper=paper)
+  assert out.dropna(subset=['paper_error_pct'])['paper_error_pct'].tolist() == (
+      pytest.approx([24.03]))  # WRN-16-4, in percent; not the stock net.
+
+
+def test_summarize_without_paper_figures(runs):
+  out = report.summarize(runs, paper=False)
+  assert out['paper_error_pct'].isna().all()
+
+
+def test_summarize_custom_grouping(runs):
+  out = report.summarize(runs, by=['dataset'], paper=False)
+  assert out['dataset'].tolist() == ['cifar10', 'digits']
+  assert out['n_done'].tolist() == [9, 1]
+
+
+def test_differing_columns(runs):
+  cifar = runs[(runs['dataset'] == 'cifar10') & (runs['family'] == 'paper')]
+  assert report.differing_columns(cifar) == ['model', 'widen_factor', 'seed']
+  one_k = cifar[cifar['widen_factor'] == 3]
+  assert report.differing_columns(one_k) == ['seed']
+  assert 'dataset' in report.differing_columns(runs)
+  assert report.differing_columns(one_k[:1]) == []
+
+
+def test_format_table_rows(summary):
+  table = report.format_table(summary)
+  lines = table.strip().splitlines()
+  assert len(lines) == 2 + len(summary)
+  header = [c.strip() for c in lines[0].strip('|').split('|')]
+  assert header[:2] == ['family', 'model']
+  assert 'error_pct_median' in header and 'paper_error_pct' in header
+  assert set(lines[1]) <= set('|-:')
+  cells = {}
+  for line in lines[2:]:
+    row = dict(zip(header, (c.strip() for c in line.strip('|').split('|'))))
+    cells[(row['model'], row['dataset'])] = row
+  assert cells[('WRN-16-4', 'cifar10')]['error_pct_median'] == '10.00'
+  assert cells[('WRN-16-4', 'cifar10')]['paper_error_pct'] == '5.02'
+  assert cells[('WRN-16-1', 'cifar10')]['paper_error_pct'] == ''
+  assert cells[('WRN-16-2', 'cifar10')]['n_diverged'] == '1'
+
+
+def test_markdown_table_escapes_pipes():
+  table = report.markdown_table(pd.DataFrame({'a': ['x|y'], 'b': [1.5]}))
+  assert table.splitlines()[2] == r'| x\|y | 1.5 |'
+  assert table.splitlines()[1] == '|------|----:|'
+
+
+def test_plot_curves_one_line_per_run(curves, runs):
+  fig = report.plot_curves(curves, runs, metric='error', split='eval')
+  ax = fig.axes[0]
+  assert len(ax.lines) == 12
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert 'k=4, seed=0' not in labels  # Data set and family differ too.
+  assert any('dataset=digits' in label for label in labels)
+  # Error is plotted in percent.
+  assert ax.lines[0].get_ydata().max() > 1
+
+
+def test_plot_curves_legend_names_only_what_differs(curves, runs):
+  cifar = runs[(runs['dataset'] == 'cifar10') & (runs['family'] == 'paper')
+               & (runs['seed'] == 0)]
+  fig = report.plot_curves(curves, cifar)
+  labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert labels == ['k=1', 'k=2', 'k=3', 'k=4']
+
+
+def test_plot_curves_median_per_config_on_given_ax(curves, runs):
+  from matplotlib import figure
+  fig = figure.Figure()
+  ax = fig.add_subplot()
+  out = report.plot_curves(curves, runs, metric='loss', split='train', ax=ax,
+                           aggregate=True)
+  assert out is fig
+  assert len(ax.lines) == 6  # 4 k on cifar10 + stock + digits.
+
+
+def test_plot_error_vs_k(runs):
+  cifar = runs[(runs['dataset'] == 'cifar10') & (runs['family'] == 'paper')]
+  ax = report.plot_error_vs_k(cifar).axes[0]
+  assert len(ax.containers) == 1  # One errorbar series.
+  x, y = ax.lines[0].get_data()
+  assert list(x) == [1, 2, 3, 4]
+  assert list(y) == pytest.approx([25.0, 16.0, 11.0, 10.0])
+  # Both data sets: one series each, labelled by data set.
+  ax = report.plot_error_vs_k(runs[runs['family'] == 'paper']).axes[0]
+  assert len(ax.containers) == 2
+  assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
+      'dataset=cifar10', 'dataset=digits']
+
+
+def test_plot_error_vs_params_and_throughput(runs):
+  ax = report.plot_error_vs_params(runs).axes[0]
+  assert ax.get_xscale() == 'log'
+  assert len(ax.containers) == 3  # paper/cifar10, paper/digits, stock.
+  ax = report.plot_throughput_vs_k(runs).axes[0]
+  assert len(ax.containers) == 3
+  labels = sorted(c.get_label() for c in ax.containers)
+  assert labels == ['family=paper, depth=16, dataset=cifar10',
+                    'family=paper, depth=16, dataset=digits',
+                    'family=stock, depth=22, dataset=cifar10']
+  cifar = [c for c in ax.containers if c.get_label() == labels[0]][0]
+  x, y = cifar.lines[0].get_data()
+  assert list(y) == pytest.approx([1000.0, 500.0, 1000 / 3, 250.0])
+
+
+def test_write_report(root, tmp_path):
+  out = tmp_path / 'results'
+  written = report.write_report(root, out=out, paper=PAPER)
+  for name in ('runs.csv', 'summary.csv', 'summary.md', 'summary.html',
+               'README.md', 'curves_eval_error.png', 'curves_train_loss.png',
+               'error_vs_k.png', 'error_vs_params.png', 'throughput_vs_k.png'):
+    assert name in written
+    path = pathlib.Path(written[name])
+    assert path.parent == out and path.stat().st_size > 0
+  assert not [p for p in os.listdir(out) if p.endswith('.tmp')]
+  assert pathlib.Path(written['error_vs_k.png']).read_bytes()[:4] == (
+      b'\x89PNG')
+  assert len(pd.read_csv(written['runs.csv'])) == 12
+  summary = pd.read_csv(written['summary.csv'])
+  assert summary['paper_error_pct'].notna().sum() == 1
+  assert '<table' in pathlib.Path(written['summary.html']).read_text()
+
+  readme = pathlib.Path(written['README.md']).read_text()
+  assert str(root) in readme
+  assert '12 runs' in readme and '10 done' in readme
+  assert '1 diverged' in readme and '1 incomplete' in readme
+  assert pathlib.Path(written['summary.md']).read_text().strip() in readme
+  images = [line.split('](')[1].rstrip(')') for line in readme.splitlines()
+            if line.startswith('![')]
+  assert len(images) == 5
+  for image in images:
+    assert (out / image).is_file()
+
+
+def test_write_report_overwrites_and_skips_empty_plots(tmp_path):
+  root = tmp_path / 'runs'
+  _write_run(root, 'r', _config('r', 1, 0), _metrics(0.2, last_step=50))
+  out = tmp_path / 'out'
+  first = report.write_report(root, out=out, paper=False)
+  second = report.write_report(root, out=out, paper=False)
+  assert first == second
+  # No run is done: curves only, no error or throughput plots.
+  assert 'curves_eval_error.png' in second
+  assert 'error_vs_k.png' not in second
+  assert 'Runs not done' in pathlib.Path(second['README.md']).read_text()
+
+
+def test_report_module_imports_no_framework():
+  """report.py alone pulls in neither trax, jax nor TensorFlow."""
+  code = (
+      'import importlib.util, sys\n'
+      f'spec = importlib.util.spec_from_file_location("r", {report.__file__!r})\n'
+      'module = importlib.util.module_from_spec(spec)\n'
+      'spec.loader.exec_module(module)\n'
+      'heavy = [m for m in ("trax", "jax", "tensorflow", "matplotlib.pyplot")\n'
+      '         if m in sys.modules]\n'
+      'assert not heavy, heavy\n')
+  subprocess.run([sys.executable, '-c', code], check=True)
