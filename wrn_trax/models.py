@@ -30,8 +30,8 @@ rule; any other depth or width with those blocks follows the general rule.
 `WideResnetPaper` takes N directly for anything else.
 
 `count_params` and `count_flops` need no data: the first initialises the model
-on a `ShapeDtype` under `jax.eval_shape`, the second is analytic. Run
-`python -m wrn_trax.models` to print the README's table of the paper's networks.
+on a `ShapeDtype` under `jax.eval_shape`, the second is analytic. `markdown_table()` (also run by
+`python -m wrn_trax.models`) prints the README's table of the paper's networks.
 """
 import dataclasses
 import functools
