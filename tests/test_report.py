@@ -18,13 +18,16 @@ EVAL_EVERY = 25
 ERRORS = {(1, 0): 0.30, (1, 1): 0.20, (2, 0): 0.18, (2, 1): 0.14,
           (3, 0): 0.12, (3, 1): 0.10, (4, 0): 0.09, (4, 1): 0.11}
 
-# A small stand-in for wrn_trax.models.paper_networks(): percent figures.
+# A small stand-in for wrn_trax.models.paper_networks() (same columns; test
+# errors in percent). WRN-16-4 is listed twice, as in the paper's Tables 3/4.
 PAPER = pd.DataFrame({
-    'name': ['WRN-16-4', 'WRN-16-8', 'WRN-28-10'],
-    'depth': [16, 16, 28],
-    'widen_factor': [4, 8, 10],
-    'paper_cifar10_error': [5.02, 4.27, 4.00],
-    'paper_cifar100_error': [24.03, 20.43, 19.25],
+    'table': [3, 4, 4, 4],
+    'name': ['WRN-16-4-B(3,3)', 'WRN-16-4', 'WRN-16-8', 'WRN-28-10'],
+    'block': ['B(3,3)'] * 4,
+    'depth': [16, 16, 16, 28],
+    'widen_factor': [4, 4, 8, 10],
+    'paper_cifar10_error': [9.99, 5.02, 4.27, 4.00],
+    'paper_cifar100_error': [np.nan, 24.03, 20.43, 19.25],
 })
 
 
@@ -89,7 +92,7 @@ def make_runs(root):
     _write_run(root, name, _config(name, k, seed), _metrics(error),
                _summary(k, error))
   _write_run(root, 'wrn-16-2-s2', _config('wrn-16-2-s2', 2, 2),
-             _metrics(0.9, last_step=50),
+             _metrics(0.5, last_step=50),
              _summary(2, None, status='diverged', step=60))
   _write_run(root, 'wrn-16-4-s2', _config('wrn-16-4-s2', 4, 2),
              _metrics(0.1, last_step=75), truncate=True)
@@ -254,6 +257,20 @@ def test_summarize_paper_fractions_and_cifar100(runs):
       pytest.approx([24.03]))  # WRN-16-4, in percent; not the stock net.
 
 
+def test_summarize_paper_matches_architecture_not_dropout(runs):
+  # The paper's figures are without dropout: a dropout run gets none.
+  assert report.summarize(runs.assign(dropout=0.3),
+                          paper=PAPER)['paper_error_pct'].isna().all()
+  # A different block is a different network.
+  assert report.summarize(runs.assign(block='B(1,3)'),
+                          paper=PAPER)['paper_error_pct'].isna().all()
+  # Without structure columns the name decides.
+  by_name = PAPER[['name', 'paper_cifar10_error']]
+  out = report.summarize(runs, paper=by_name)
+  assert out.dropna(subset=['paper_error_pct'])['paper_error_pct'].tolist() == (
+      pytest.approx([5.02]))
+
+
 def test_summarize_without_paper_figures(runs):
   out = report.summarize(runs, paper=False)
   assert out['paper_error_pct'].isna().all()
@@ -315,6 +332,7 @@ def test_plot_curves_legend_names_only_what_differs(curves, runs):
   fig = report.plot_curves(curves, cifar)
   labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
   assert labels == ['k=1', 'k=2', 'k=3', 'k=4']
+  assert fig.axes[0].get_title() == 'family=paper, dataset=cifar10, recipe=seed'
 
 
 def test_plot_curves_median_per_config_on_given_ax(curves, runs):

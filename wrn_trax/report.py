@@ -310,36 +310,60 @@ def _as_pct(values):
   return values
 
 
+def _norm(value):
+  """Comparable spelling of a name or block: 'B(3, 3)' -> 'b(3,3)'."""
+  return ''.join(str(value).split()).lower()
+
+
 def _paper_error_pct(summary, paper):
   """Paper's CIFAR error (%) for each summary row; NaN where not a paper net.
 
-  A row matches when its model name equals a paper network's `name` (case
-  insensitive), its family is not 'stock', its data set is cifar10 or
-  cifar100, and, where the paper frame has `dropout` or `block` columns,
-  those agree too.
+  A row is one of the paper's networks when its family is not 'stock', its
+  data set is cifar10 or cifar100 and its architecture is a row of `paper`:
+  same depth, widen_factor and block where `paper` has those columns (so
+  'WRN-40-2' and 'WRN-40-2-B(3,3)' are one network), otherwise the same name
+  as `model`. Where several rows match, the one whose name is the model's
+  wins, then the first. The paper's tables are for networks without dropout,
+  so unless `paper` has a dropout column only dropout-0 runs get a figure.
   """
   result = pd.Series(np.nan, index=summary.index, dtype=float)
-  if paper is None or 'name' not in paper.columns or 'model' not in summary:
+  if paper is None or 'name' not in paper.columns:
     return result
   figures = {}
   for dataset in ('cifar10', 'cifar100'):
     column = f'paper_{dataset}_error'
     if column in paper.columns:
       figures[dataset] = _as_pct(paper[column])
-  names = paper['name'].astype(str).str.strip().str.lower()
+  names = paper['name'].map(_norm)
+  structure = [c for c in ('depth', 'widen_factor', 'block')
+               if c in paper.columns and c in summary.columns]
+  if not structure and 'model' not in summary.columns:
+    return result
   for i, row in summary.iterrows():
     dataset = str(row.get('dataset', '')).lower()
     if dataset not in figures or row.get('family') == 'stock':
       continue
-    match = names == str(row['model']).strip().lower()
-    for key in ('dropout', 'block'):
-      if key in paper.columns and key in summary.columns:
-        if key == 'dropout':
-          match &= np.isclose(pd.to_numeric(paper[key], errors='coerce'),
-                              float(row[key]))
+    dropout = pd.to_numeric(row.get('dropout', 0.0), errors='coerce')
+    dropout = 0.0 if pd.isna(dropout) else float(dropout)
+    if 'dropout' in paper.columns:
+      match = np.isclose(pd.to_numeric(paper['dropout'], errors='coerce')
+                         .fillna(0.0), dropout)
+    elif dropout != 0.0:
+      continue
+    else:
+      match = np.ones(len(paper), bool)
+    if structure:
+      for c in structure:
+        if c == 'block':
+          match &= (paper[c].map(_norm) == _norm(row[c])).to_numpy()
         else:
-          match &= paper[key].astype(str) == str(row[key])
-    values = figures[dataset][match].dropna()
+          match &= (pd.to_numeric(paper[c], errors='coerce')
+                    == pd.to_numeric(row[c], errors='coerce')).to_numpy()
+    else:
+      match &= (names == _norm(row['model'])).to_numpy()
+    values = figures[dataset][match]
+    same_name = names[match] == _norm(row.get('model', ''))
+    values = pd.concat([values[same_name], values[~same_name]]).dropna()
     if len(values):
       result[i] = float(values.iloc[0])
   return result
@@ -519,8 +543,9 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
     The Figure. The legend names only the config columns that differ between
     the lines drawn.
   """
-  fig, ax = _axes(ax)
   data = curves[(curves['metric'] == metric) & (curves['split'] == split)]
+  many = data['run'].nunique() > 8 and not aggregate
+  fig, ax = _axes(ax, figsize=(9.6, 4.8) if many else (6.4, 4.4))
   data = data.merge(runs, on='run', how='inner', suffixes=('', '_run'))
   scale = 100.0 if metric == 'error' else 1.0
   color_of = _colors(data['widen_factor']) if 'widen_factor' in data else {}
@@ -555,14 +580,16 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
 
 def _legend(ax, runs, legend_columns):
   """Legend plus a title naming what all lines share (model, data set)."""
-  if ax.get_legend_handles_labels()[0]:
+  handles = ax.get_legend_handles_labels()[0]
+  if len(handles) > 8:  # Beside the axes, where it hides no line.
+    ax.legend(fontsize='x-small', loc='upper left', bbox_to_anchor=(1.01, 1))
+  elif handles:
     ax.legend(fontsize='small')
-  shared = [c for c in ('family', 'dataset', 'recipe')
+  shared = [c for c in ('family', 'model', 'dataset', 'recipe')
             if c in runs.columns and c not in legend_columns
             and runs[c].nunique() == 1]
   if shared:
-    ax.set_title(', '.join(str(runs[c].iloc[0]) for c in shared),
-                 fontsize='medium')
+    ax.set_title(_label(runs.iloc[0], shared), fontsize='medium')
   ax.grid(True, alpha=0.3)
 
 
@@ -770,7 +797,9 @@ def write_report(root, out='results/', paper=None):
   def csv(frame):
     return lambda f: f.write(frame.to_csv(index=False).encode('utf-8'))
 
-  written['runs.csv'] = _atomic_write(out / 'runs.csv', csv(runs))
+  # The folder paths are this machine's; the root is named in the README.
+  written['runs.csv'] = _atomic_write(out / 'runs.csv',
+                                      csv(runs.drop(columns='path')))
   written['summary.csv'] = _atomic_write(out / 'summary.csv', csv(summary))
   table = format_table(summary)
   written['summary.md'] = _write_text(out / 'summary.md', table)
