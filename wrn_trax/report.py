@@ -384,7 +384,8 @@ def summarize(runs, by=None, paper=None):
       steps), i.e. everything but seed and run name.
     paper: the paper's figures, a frame with columns name,
       paper_cifar10_error, paper_cifar100_error (fractions or percent) and
-      optionally dropout/block; None asks `wrn_trax.models.paper_networks()`
+      optionally depth, widen_factor, block, dropout (see `_paper_error_pct`
+      for the matching); None asks `wrn_trax.models.paper_networks()`
       (lazily; NaN with a warning if that fails); False leaves the column NaN.
 
   Returns:
