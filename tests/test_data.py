@@ -1,0 +1,558 @@
+"""Tests for wrn_trax.data: sources, validation, pipelines, augmentation.
+
+No test touches the network: TFDS data sets are written into temp folders
+with the real builders (their download step replaced by in-memory examples),
+and downloading is patched to fail loudly.
+"""
+import contextlib
+import os
+import pickle
+import tracemalloc
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import wrn_trax  # pylint: disable=unused-import  (quiet imports first)
+from wrn_trax import data
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _images(rng, n, h=32, w=32, c=3):
+  return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def _small(rng=None, n_train=50, n_test=23, n_classes=5):
+  rng = rng or np.random.default_rng(0)
+  return data.from_arrays(
+      _images(rng, n_train), rng.integers(0, n_classes, n_train),
+      _images(rng, n_test), rng.integers(0, n_classes, n_test),
+      n_classes=n_classes)
+
+
+def _write_cifar_py(folder, files, label_key, rng, n_per_file=4,
+                    numpy_core_alias=False):
+  """Writes CIFAR "python version" batch files.
+
+  Protocol 3, not the originals' Python 2 protocol 2: Python 3 can only write
+  bytes under protocol 2 through `_codecs.encode`, a global the real files
+  never name (their bytes are Python 2 strs). Protocol 3 keeps the same
+  GLOBAL opcodes for numpy's reconstruction helpers.
+
+  Returns {file name: (images N x 32 x 32 x 3, labels)} of what was written.
+  """
+  os.makedirs(folder, exist_ok=True)
+  written = {}
+  for f in files:
+    images = _images(rng, n_per_file)
+    labels = rng.integers(0, 10, n_per_file).tolist()
+    rows = images.transpose(0, 3, 1, 2).reshape(n_per_file, 3072)
+    blob = pickle.dumps({b'batch_label': b'x', label_key: labels,
+                         b'data': rows, b'filenames': [b'a.png'] * n_per_file},
+                        protocol=3)
+    if numpy_core_alias:  # As files pickled with numpy 1.x name it.
+      blob = blob.replace(b'numpy._core.multiarray', b'numpy.core.multiarray')
+    with open(os.path.join(folder, f), 'wb') as fh:
+      fh.write(blob)
+    written[f] = (images, np.asarray(labels))
+  return written
+
+
+_CIFAR10_FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
+
+
+@contextlib.contextmanager
+def _no_download():
+  """Makes any TFDS download attempt fail the test."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def refuse(*args, **kwargs):
+    raise AssertionError(f'network download attempted: {args} {kwargs}')
+
+  with mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare',
+                         refuse), \
+       mock.patch.object(tfds.download.DownloadManager, 'download', refuse), \
+       mock.patch.object(tfds.download.DownloadManager, 'download_and_extract',
+                         refuse):
+    yield
+
+
+def _prepare_tfds(tfds_name, data_dir, splits):
+  """Writes a real, prepared TFDS data set from in-memory examples.
+
+  The builder's `_split_generators` (the only part that downloads) is
+  replaced by generators over `splits` = {split: (images, labels)}.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  cls = type(builder)
+  features = set(builder.info.features.keys())
+
+  def examples(split, images, labels):
+    for i, (image, label) in enumerate(zip(images, labels)):
+      record = {'image': image, 'label': int(label)}
+      if 'id' in features:
+        record['id'] = f'{split}_{i:05d}'
+      if 'coarse_label' in features:
+        record['coarse_label'] = int(label) % 20
+      yield i, record
+
+  def split_generators(self, dl_manager):
+    del self, dl_manager
+    return {s: examples(s, *xy) for s, xy in splits.items()}
+
+  # url_infos reads checksum files through code paths this venv lacks, and
+  # mock.patch would read the original first; set and delete it by hand.
+  cls.url_infos = None
+  try:
+    with mock.patch.object(cls, '_split_generators', split_generators):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  finally:
+    del cls.url_infos
+
+
+def _sorted_rows(images, labels):
+  """Examples as sorted bytes, to compare splits regardless of order."""
+  return sorted(bytes(x) + bytes([int(y)]) for x, y in zip(images, labels))
+
+
+# --------------------------------------------------------------- digits
+
+
+def test_digits_is_real_fixed_and_stratified():
+  ds = data.load('digits')
+  assert ds.name == 'digits' and ds.n_classes == 10
+  assert ds.source == 'sklearn digits'
+  assert ds.train_images.shape == (1437, 32, 32, 3)
+  assert ds.test_images.shape == (360, 32, 32, 3)
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
+  assert ds.train_images.max() == 255 and ds.train_images.min() == 0
+  # Nearest-neighbour upscaling: 4x4 blocks, 3 equal channels.
+  img = ds.train_images[0]
+  assert (img[::4, ::4] == img[3::4, 3::4]).all()
+  assert (img[..., 0] == img[..., 2]).all()
+  assert np.bincount(ds.test_labels, minlength=10).min() >= 35
+  again = data.load('digits')
+  np.testing.assert_array_equal(ds.test_labels, again.test_labels)
+  np.testing.assert_array_equal(ds.train_images, again.train_images)
+
+
+def test_default_preprocess():
+  assert data.default_preprocess('cifar10') == 'cifar'
+  assert data.default_preprocess('cifar100') == 'cifar'
+  assert data.default_preprocess('svhn') == 'svhn'
+  assert data.default_preprocess('digits') == 'standardize'
+  assert set(map(data.default_preprocess, data.DATASETS)) <= set(
+      data.PREPROCESS)
+
+
+# ------------------------------------------------------------ from_arrays
+
+
+def test_from_arrays_accepts_grayscale_and_column_labels():
+  rng = np.random.default_rng(0)
+  ds = data.from_arrays(
+      rng.integers(0, 256, (6, 8, 8), dtype=np.uint8),
+      rng.integers(0, 3, (6, 1)),
+      rng.integers(0, 256, (4, 8, 8), dtype=np.uint8), np.array([0, 1, 2, 1]))
+  assert ds.train_images.shape == (6, 8, 8, 1)
+  assert ds.train_labels.shape == (6,) and ds.train_labels.dtype == np.int32
+  assert ds.n_classes == 3 and ds.source == 'arrays' and ds.name == 'arrays'
+
+
+def test_from_arrays_does_not_copy_good_arrays():
+  rng = np.random.default_rng(0)
+  x = _images(rng, 5)
+  ds = data.from_arrays(x, np.zeros(5, np.int32), x[:2], np.zeros(2, np.int32))
+  assert ds.train_images is x
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(train_images=np.zeros((4, 8, 8, 3), np.float32)), 'train_images must be uint8'),
+    (dict(test_images=np.zeros((4, 8), np.uint8)), r'test_images must be N x H x W x C'),
+    (dict(train_images=np.zeros((4, 2, 8, 8, 3), np.uint8)), 'train_images must be N x H x W'),
+    (dict(test_images=np.zeros((2, 9, 8, 3), np.uint8)), 'same image shape'),
+    (dict(train_labels=np.array([0, 1, 2])), r'train_labels must have shape \(4,\)'),
+    (dict(train_labels=np.array([0., 1., 2., 1.])), 'train_labels must be integers'),
+    (dict(test_labels=np.array([0, 5])), r'test_labels must lie in \[0, n_classes=3\)'),
+    (dict(train_labels=np.array([0, -1, 1, 1])), r'train_labels must lie in'),
+    (dict(n_classes=0), 'n_classes must be >= 1'),
+    (dict(n_classes=2.5), 'n_classes must be an int'),
+])
+def test_from_arrays_rejects_bad_input(kwargs, match):
+  args = dict(train_images=np.zeros((4, 8, 8, 3), np.uint8),
+              train_labels=np.array([0, 1, 2, 1]),
+              test_images=np.zeros((2, 8, 8, 3), np.uint8),
+              test_labels=np.array([0, 2]), n_classes=3)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    data.from_arrays(**args)
+
+
+# ------------------------------------------------------------- bad arguments
+
+
+def test_load_rejects_unknown_name():
+  with pytest.raises(ValueError, match=r"name='mnist'.*'digits', 'cifar10'"):
+    data.load('mnist')
+  with pytest.raises(ValueError, match='svhn_extra'):
+    data.load('cifar10', svhn_extra=True)
+
+
+@pytest.mark.parametrize('batch_size', [0, -3, 2.5, True, None])
+def test_bad_batch_size(batch_size):
+  ds = _small()
+  for fn in (data.train_batches, data.eval_batches, data.eval_sample_batches,
+             data.n_eval_batches):
+    with pytest.raises(ValueError, match='batch_size must be a positive int'):
+      fn(ds, batch_size)
+
+
+def test_unknown_preprocess():
+  ds = _small()
+  for fn in (data.train_batches, data.eval_batches, data.eval_sample_batches):
+    with pytest.raises(ValueError, match=r"preprocess='imagenet'.*'raw'"):
+      fn(ds, 4, preprocess='imagenet')
+
+
+# ------------------------------------------------- CIFAR python batch files
+
+
+@pytest.mark.parametrize('layout', ['itself', 'parent', 'kaggle_nested'])
+@pytest.mark.parametrize('numpy_core_alias', [False, True])
+def test_cifar10_python_batches(tmp_path, layout, numpy_core_alias):
+  folder = {'itself': tmp_path / 'cifar-10-batches-py',
+            'parent': tmp_path / 'cifar-10-batches-py',
+            'kaggle_nested': tmp_path / 'cifar10-python' / 'cifar-10-batches-py'
+           }[layout]
+  written = _write_cifar_py(folder, _CIFAR10_FILES, b'labels',
+                            np.random.default_rng(1),
+                            numpy_core_alias=numpy_core_alias)
+  data_dir = folder if layout == 'itself' else tmp_path
+  with _no_download():
+    ds = data.load('cifar10', data_dir=data_dir)
+  assert ds.source == f'cifar-10-batches-py @ {folder}'
+  assert ds.n_classes == 10 and ds.train_images.shape == (20, 32, 32, 3)
+  train = [written[f] for f in _CIFAR10_FILES[:5]]
+  np.testing.assert_array_equal(ds.train_images,
+                                np.concatenate([x for x, _ in train]))
+  np.testing.assert_array_equal(ds.train_labels,
+                                np.concatenate([y for _, y in train]))
+  np.testing.assert_array_equal(ds.test_images, written['test_batch'][0])
+  assert ds.train_labels.dtype == np.int32
+
+
+def test_cifar100_python_fine_labels(tmp_path):
+  folder = tmp_path / 'cifar-100-python'
+  written = _write_cifar_py(folder, ['train', 'test'], b'fine_labels',
+                            np.random.default_rng(2), n_per_file=6)
+  ds = data.load('cifar100', data_dir=str(tmp_path))
+  assert ds.n_classes == 100 and ds.source.startswith('cifar-100-python @ ')
+  np.testing.assert_array_equal(ds.test_labels, written['test'][1])
+  np.testing.assert_array_equal(ds.train_images, written['train'][0])
+
+
+class _Evil:
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f'touch {self.marker}',))
+
+
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
+  folder = tmp_path / 'cifar-10-batches-py'
+  _write_cifar_py(folder, _CIFAR10_FILES, b'labels', np.random.default_rng(3))
+  marker = tmp_path / 'pwned'
+  with open(folder / 'data_batch_3', 'wb') as fh:
+    pickle.dump({b'data': _Evil(marker), b'labels': [0]}, fh, protocol=3)
+  with pytest.raises(data.UnsafePickleError) as err:
+    data.load('cifar10', data_dir=tmp_path)
+  assert 'data_batch_3' in str(err.value) and 'system' in str(err.value)
+  assert isinstance(err.value, pickle.UnpicklingError)
+  assert not marker.exists()
+
+
+def test_pickle_of_other_globals_is_refused(tmp_path):
+  path = tmp_path / 'test_batch'
+  with open(path, 'wb') as fh:
+    pickle.dump({b'data': print}, fh, protocol=3)  # builtins.print
+  with pytest.raises(data.UnsafePickleError, match='builtins.print'):
+    data._unpickle(str(path))  # pylint: disable=protected-access
+
+
+# ----------------------------------------------------- offline / not found
+
+
+@pytest.mark.parametrize('name, tfds_name', [('cifar10', 'cifar10'),
+                                             ('cifar100', 'cifar100'),
+                                             ('svhn', 'svhn_cropped')])
+def test_offline_empty_dir_gives_clear_error(tmp_path, name, tfds_name):
+  (tmp_path / 'unrelated.txt').write_text('x')
+  with _no_download(), pytest.raises(data.DataNotFoundError) as err:
+    data.load(name, data_dir=tmp_path)
+  msg = str(err.value)
+  assert isinstance(err.value, FileNotFoundError)
+  assert repr(name) in msg and str(tmp_path) in msg and tfds_name in msg
+  assert 'download=False' in msg and 'tfds.load(' in msg
+  if name != 'svhn':
+    assert 'Kaggle' in msg
+    assert ('cifar-10-batches-py' if name == 'cifar10' else
+            'cifar-100-python') in msg
+
+
+def test_missing_data_dir_gives_clear_error(tmp_path):
+  with _no_download(), pytest.raises(data.DataNotFoundError,
+                                     match='does not exist'):
+    data.load('cifar10', data_dir=tmp_path / 'nope')
+
+
+# ---------------------------------------------------------------- TFDS
+
+
+@pytest.fixture(scope='module')
+def tfds_dir(tmp_path_factory):
+  """A TFDS data dir with tiny prepared cifar10 and svhn_cropped."""
+  root = tmp_path_factory.mktemp('tfds')
+  rng = np.random.default_rng(4)
+  splits = {
+      'cifar10': {'train': (_images(rng, 12), np.arange(12) % 10),
+                  'test': (_images(rng, 5), np.arange(5))},
+      'svhn_cropped': {'train': (_images(rng, 7), np.arange(7)),
+                       'test': (_images(rng, 3), np.arange(3)),
+                       'extra': (_images(rng, 4), np.arange(4) + 5)},
+  }
+  for tfds_name, s in splits.items():
+    _prepare_tfds(tfds_name, str(root), s)
+  return root, splits
+
+
+def test_tfds_cifar10_through_trax(tfds_dir):
+  root, splits = tfds_dir
+  with _no_download():
+    ds = data.load('cifar10', data_dir=root)
+  assert ds.source == f'tfds:cifar10 @ {root}'
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
+  assert _sorted_rows(ds.train_images, ds.train_labels) == _sorted_rows(
+      *splits['cifar10']['train'])
+  assert _sorted_rows(ds.test_images, ds.test_labels) == _sorted_rows(
+      *splits['cifar10']['test'])
+  again = data.load('cifar10', data_dir=root)  # Deterministic order.
+  np.testing.assert_array_equal(ds.train_labels, again.train_labels)
+
+
+def test_tfds_svhn_with_and_without_extra(tfds_dir):
+  root, splits = tfds_dir
+  with _no_download():
+    ds = data.load('svhn', data_dir=root)
+    extra = data.load('svhn', data_dir=root, svhn_extra=True)
+  assert ds.train_images.shape == (7, 32, 32, 3) and ds.n_classes == 10
+  assert extra.train_images.shape == (11, 32, 32, 3)
+  assert extra.source.endswith('(train+extra)')
+  s = splits['svhn_cropped']
+  assert _sorted_rows(extra.train_images, extra.train_labels) == _sorted_rows(
+      np.concatenate([s['train'][0], s['extra'][0]]),
+      np.concatenate([s['train'][1], s['extra'][1]]))
+  # The cifar10 in the same dir is not mistaken for cifar100.
+  with pytest.raises(data.DataNotFoundError, match='cifar100'):
+    data.load('cifar100', data_dir=root)
+
+
+# ------------------------------------------------------------- pipelines
+
+
+@pytest.mark.parametrize('preprocess, dtype', [
+    ('raw', np.uint8), ('standardize', np.float32), ('cifar', np.float32),
+    ('svhn', np.float32)])
+def test_train_batches_types_and_reproducibility(preprocess, dtype):
+  ds = _small()
+  a = data.train_batches(ds, 8, preprocess=preprocess, seed=3)
+  b = data.train_batches(ds, 8, preprocess=preprocess, seed=3)
+  c = data.train_batches(ds, 8, preprocess=preprocess, seed=4)
+  for _ in range(10):  # Crosses epoch boundaries (50 examples).
+    (xa, ya, wa), (xb, yb, _), (xc, _, _) = next(a), next(b), next(c)
+    assert xa.shape == (8, 32, 32, 3) and xa.dtype == dtype
+    assert ya.dtype == np.int32 and wa.dtype == np.float32
+    assert (wa == 1).all()
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+  assert not np.array_equal(xa, xc)
+
+
+def test_svhn_preprocess_is_pixels_over_255():
+  ds = _small()
+  raw = next(data.eval_batches(ds, 8))[0]
+  scaled = next(data.eval_batches(ds, 8, preprocess='svhn'))[0]
+  np.testing.assert_allclose(scaled, raw / np.float32(255), rtol=1e-6)
+
+
+def test_each_epoch_is_a_permutation():
+  ds = _small(n_train=50)
+  ds = data.from_arrays(ds.train_images, np.arange(50) % 5, ds.test_images,
+                        ds.test_labels)
+  stream = data.BatchArrays(ds.train_images, np.arange(50), 10, seed=1)()
+  epoch1 = np.concatenate([next(stream)[1] for _ in range(5)])
+  epoch2 = np.concatenate([next(stream)[1] for _ in range(5)])
+  assert sorted(epoch1) == list(range(50)) == sorted(epoch2)
+  assert not np.array_equal(epoch1, epoch2)
+  # A batch size that does not divide N runs across the epoch boundary.
+  stream = data.BatchArrays(ds.train_images, np.arange(50), 7, seed=1)()
+  seen = np.concatenate([next(stream)[1] for _ in range(14)])  # 98 examples.
+  assert sorted(seen[:50]) == list(range(50))
+  assert len(set(seen[50:])) == 48
+
+
+def test_standardize_uses_train_split_stats():
+  rng = np.random.default_rng(5)
+  ds = data.from_arrays(
+      (rng.normal([60, 120, 200], [10, 20, 30], (400, 8, 8, 3))
+       .clip(0, 255).astype(np.uint8)), rng.integers(0, 2, 400),
+      np.full((16, 8, 8, 3), 255, np.uint8), np.zeros(16, np.int64))
+  mean, std = ds.channel_stats
+  x = ds.train_images.reshape(-1, 3).astype(np.float64)
+  np.testing.assert_allclose(mean, x.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(std, x.std(0), rtol=1e-5)
+  out = np.concatenate(
+      [b[0] for b in data.BatchArrays(ds.train_images, ds.train_labels, 400,
+                                      shuffle=False, repeat=False)()])
+  assert out.shape[0] == 400
+  batch = next(data.train_batches(ds, 400, preprocess='standardize'))[0]
+  np.testing.assert_allclose(batch.reshape(-1, 3).mean(0), 0, atol=1e-4)
+  np.testing.assert_allclose(batch.reshape(-1, 3).std(0), 1, atol=1e-4)
+  # Eval is standardized with the *training* statistics.
+  ev = next(data.eval_batches(ds, 16, preprocess='standardize'))[0]
+  np.testing.assert_allclose(ev[0, 0, 0], (255 - mean) / std, rtol=1e-5)
+
+
+# ---------------------------------------------------------- augmentation
+
+
+def test_batched_crop_flip_equals_per_example_definition():
+  rng = np.random.default_rng(6)
+  images = _images(rng, 2 * 9 * 9, h=32, w=32)
+  oy, ox = np.meshgrid(np.arange(9), np.arange(9), indexing='ij')
+  oy = np.tile(oy.ravel(), 2)
+  ox = np.tile(ox.ravel(), 2)
+  flips = np.repeat([False, True], 81)  # Every offset, flipped or not.
+  batched = data.crop_flip_batch(images, oy, ox, flips, pad=4)
+  for i in range(len(images)):
+    np.testing.assert_array_equal(
+        batched[i], data.crop_flip_example(images[i], oy[i], ox[i], flips[i]))
+  # Offset (4, 4) unflipped is the identity; flipped is a mirror.
+  centre = (oy == 4) & (ox == 4)
+  np.testing.assert_array_equal(batched[centre][0], images[centre][0])
+  np.testing.assert_array_equal(batched[centre][1], images[centre][1][:, ::-1])
+
+
+def test_crop_flip_non_square_and_bad_pad():
+  rng = np.random.default_rng(7)
+  images = _images(rng, 6, h=10, w=7, c=1)
+  oy, ox, flips = data.crop_flip_draws(rng, 6, pad=3)
+  out = data.crop_flip_batch(images, oy, ox, flips, pad=3)
+  for i in range(6):
+    np.testing.assert_array_equal(
+        out[i], data.crop_flip_example(images[i], oy[i], ox[i], flips[i], 3))
+  with pytest.raises(ValueError, match='pad must be in'):
+    data.crop_flip_batch(images, oy, ox, flips, pad=7)
+
+
+def test_cifar_train_stream_is_the_per_example_definition():
+  """The 'cifar' stream = shuffle, then per-example crop/flip with the same draws, then standardize."""
+  ds = _small()
+  shuffle_seed, augment_seed = data._seeds(11)  # pylint: disable=protected-access
+  stream = data.train_batches(ds, 16, preprocess='cifar', seed=11)
+  plain = data.BatchArrays(ds.train_images, ds.train_labels, 16,
+                           seed=shuffle_seed)()
+  rng = np.random.default_rng(augment_seed)
+  mean, std = ds.channel_stats
+  for _ in range(5):
+    x, y, _ = next(stream)
+    raw, raw_y = next(plain)
+    oy, ox, flips = data.crop_flip_draws(rng, 16)
+    expect = np.stack([data.crop_flip_example(raw[i], oy[i], ox[i], flips[i])
+                       for i in range(16)])
+    np.testing.assert_array_equal(y, raw_y)
+    np.testing.assert_allclose(x, (expect - mean) / std, rtol=1e-5, atol=1e-5)
+  # Augmentation really happens in train, never in eval.
+  ev = next(data.eval_batches(ds, 16, preprocess='cifar'))[0]
+  st = next(data.eval_batches(ds, 16, preprocess='standardize'))[0]
+  np.testing.assert_array_equal(ev, st)
+
+
+# ------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize('n_test, batch_size', [(23, 5), (20, 5), (3, 8)])
+def test_eval_batches_cover_test_split_exactly_once(n_test, batch_size):
+  ds = _small(n_test=n_test)
+  batches = list(data.eval_batches(ds, batch_size))
+  assert len(batches) == data.n_eval_batches(ds, batch_size) == -(
+      -n_test // batch_size)
+  for x, y, w in batches:
+    assert x.shape[0] == y.shape[0] == w.shape[0] == batch_size
+    assert w.dtype == np.float32
+  w = np.concatenate([b[2] for b in batches])
+  assert w.sum() == n_test and (w[:n_test] == 1).all() and (w[n_test:] == 0).all()
+  x = np.concatenate([b[0] for b in batches])
+  y = np.concatenate([b[1] for b in batches])
+  np.testing.assert_array_equal(x[:n_test], ds.test_images)  # Stored order.
+  np.testing.assert_array_equal(y[:n_test], ds.test_labels)
+  # A "model" right on the first 11 test examples: exact accuracy via weights.
+  predictions = np.where(np.arange(len(y)) < 11, y, (y + 1) % ds.n_classes)
+  correct = (predictions == y).astype(np.float32)
+  assert (correct * w).sum() / w.sum() == pytest.approx(min(11, n_test) / n_test)
+  again = list(data.eval_batches(ds, batch_size))
+  np.testing.assert_array_equal(again[-1][0], batches[-1][0])
+
+
+def test_eval_sample_batches_are_infinite_full_and_seeded():
+  ds = _small(n_test=23)
+  a = data.eval_sample_batches(ds, 10, seed=1)
+  b = data.eval_sample_batches(ds, 10, seed=1)
+  for _ in range(7):  # More than the 3 batches one pass would give.
+    xa, ya, wa = next(a)
+    xb, _, _ = next(b)
+    assert xa.shape == (10, 32, 32, 3) and (wa == 1).all()
+    np.testing.assert_array_equal(xa, xb)
+    assert ya.dtype == np.int32
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_pipeline_holds_the_split_once():
+  rng = np.random.default_rng(8)
+  n = 10_000
+  ds = data.from_arrays(_images(rng, n, 16, 16), rng.integers(0, 10, n),
+                        _images(rng, 10, 16, 16), rng.integers(0, 10, 10))
+  split_bytes = ds.train_images.nbytes  # ~7.7 MB.
+  stream = data.train_batches(ds, 64, preprocess='cifar', seed=0)
+  next(stream)  # Channel stats and tables outside the measurement.
+  tracemalloc.start()
+  try:
+    for _ in range(3 * n // 64):  # Three epochs.
+      next(stream)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert peak < split_bytes / 4, (peak, split_bytes)
+
+
+# ------------------------------------------------------------- benchmark
+
+
+def test_benchmark_script_runs_small(capsys):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), '..', 'bench', 'pipeline.py')
+  spec = importlib.util.spec_from_file_location('bench_pipeline', path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  result = bench.main(['--n', '2048', '--batch-size', '128', '--rounds', '1',
+                       '--batches', '4', '--no-pin'])
+  out = capsys.readouterr().out
+  assert 'images/s' in out and 'stock' in out
+  assert result['ours_cifar']['median'] > 0

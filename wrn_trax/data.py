@@ -1,0 +1,801 @@
+# coding=utf-8
+"""Data sets and trax.data input pipelines for Wide Residual Networks.
+
+Sources, picked by `load`:
+
+* ``digits``: scikit-learn's bundled 8x8 digits, upscaled to 32x32x3. A smoke /
+  demo set that needs no download; not a benchmark.
+* ``cifar10`` / ``cifar100``: the CIFAR "python version" batch folders
+  (``cifar-10-batches-py``, ``cifar-100-python``, as on Kaggle) when
+  ``data_dir`` holds one, else a prepared TensorFlow Datasets directory.
+* ``svhn``: TFDS ``svhn_cropped`` (optionally with the ``extra`` split, as the
+  paper trains on it).
+* `from_arrays`: numpy arrays the caller already has.
+
+Whole splits are loaded into memory once, as numpy. The pipelines are
+`trax.data.Serial` compositions, as in the seed notebooks, but the stock
+per-example ``TFDS -> Shuffle -> Batch`` front is replaced, for in-memory data,
+by `BatchArrays`, which slices whole batches out of the arrays by a seeded
+per-epoch permutation: an exact shuffle (every example once per epoch, unlike
+trax's 1024-slot buffer `Shuffle` over a file-ordered stream), no copy of the
+split, and no per-example `np.pad` (trax's `Batch` calls `pad_to_max_dims`,
+which pads every example even when all shapes agree). The augmentation of
+Zagoruyko & Komodakis (2016), Sec. 3 ("random crops from image padded by 4
+pixels on each side, filling missing pixels with reflections of original
+image", and horizontal flips) is done batched in numpy by `RandomCropFlip`.
+"""
+import dataclasses
+import functools
+import glob
+import importlib
+import math
+import os
+import pickle
+
+import numpy as np
+
+import wrn_trax  # pylint: disable=unused-import  (quiet TF/gym imports first)
+
+
+DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn')
+PREPROCESS = ('raw', 'standardize', 'cifar', 'svhn')
+
+# Pixels of reflection padding before the random 32x32 crop (paper, Sec. 3).
+CIFAR_PAD = 4
+
+_TFDS_NAMES = {'cifar10': 'cifar10', 'cifar100': 'cifar100',
+               'svhn': 'svhn_cropped'}
+_N_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'svhn': 10}
+# The CIFAR "python version": folder name, training files, test file, label key.
+_CIFAR_PY = {
+    'cifar10': ('cifar-10-batches-py',
+                tuple(f'data_batch_{i}' for i in range(1, 6)), 'test_batch',
+                b'labels'),
+    'cifar100': ('cifar-100-python', ('train',), 'test', b'fine_labels'),
+}
+# Number of images per chunk when computing channel statistics, so that the
+# float64 temporaries stay small (~25 MB) however big the split is.
+_STATS_CHUNK = 1024
+
+
+class DataNotFoundError(FileNotFoundError):
+  """A data set is neither in `data_dir` nor in a prepared TFDS directory."""
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+  """A pickle asked for a global that the CIFAR batch files never need."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """A whole image-classification data set, held in memory once.
+
+  ``eq=False`` keeps identity equality and hashing: comparing the arrays
+  field by field would be ambiguous and slow.
+
+  Attributes:
+    name: 'digits', 'cifar10', 'cifar100', 'svhn', 'arrays', ...
+    train_images: uint8, N x H x W x C.
+    train_labels: int32, N.
+    test_images: uint8, M x H x W x C.
+    test_labels: int32, M.
+    n_classes: number of classes; labels lie in [0, n_classes).
+    source: where the data came from, for humans, e.g. 'sklearn digits',
+      'tfds:cifar10 @ /path', 'cifar-10-batches-py @ /path', 'arrays'.
+  """
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  n_classes: int
+  source: str
+
+  @property
+  def image_shape(self):
+    """(H, W, C) of every image."""
+    return tuple(self.train_images.shape[1:])
+
+  @functools.cached_property
+  def channel_stats(self):
+    """Per-channel (mean, std) of the training split, float32 arrays (C,).
+
+    Computed once per Dataset (cached), in float64 over chunks of images.
+    """
+    return _channel_stats(self.train_images)
+
+  def __repr__(self):
+    return (f'Dataset(name={self.name!r}, train={self.train_images.shape}, '
+            f'test={self.test_images.shape}, n_classes={self.n_classes}, '
+            f'source={self.source!r})')
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load(name='digits', data_dir=None, *, svhn_extra=False):
+  """Loads a whole data set into memory, from the first source that has it.
+
+  * ``digits``: scikit-learn's bundled digits (`load_digits`, no download).
+  * ``cifar10`` / ``cifar100``: the CIFAR "python version" batch folder if
+    ``data_dir`` holds it (``data_dir`` itself, ``data_dir/cifar-10-batches-py``
+    or ``data_dir/cifar-100-python``, or one level deeper, as Kaggle mounts
+    ``/kaggle/input/<slug>/...``); else TFDS ``cifar10`` / ``cifar100``.
+  * ``svhn``: TFDS ``svhn_cropped``; with ``svhn_extra`` its 531,131-image
+    ``extra`` split is appended to ``train`` (as the paper did).
+
+  TFDS is read from ``data_dir`` (or TFDS's default directory when None) and
+  never downloads: a missing data set raises `DataNotFoundError`.
+
+  Args:
+    name: one of `DATASETS`.
+    data_dir: a folder holding the CIFAR batch folder or a TFDS data dir.
+    svhn_extra: for 'svhn', append the `extra` split to the training split.
+
+  Returns:
+    A `Dataset`.
+
+  Raises:
+    ValueError: ``name`` is not one of `DATASETS`.
+    DataNotFoundError: the data set is not where we looked.
+  """
+  if name not in DATASETS:
+    raise ValueError(f'name={name!r} is not a known data set; expected one of '
+                     f'{DATASETS} (or build one with from_arrays).')
+  if svhn_extra and name != 'svhn':
+    raise ValueError(f'svhn_extra=True applies only to name=\'svhn\', '
+                     f'not {name!r}.')
+  if data_dir is not None:
+    data_dir = os.path.expanduser(os.fspath(data_dir))
+  if name == 'digits':
+    return _load_digits()
+  looked = []
+  if name in _CIFAR_PY and data_dir is not None:
+    folder = _find_cifar_python(name, data_dir, looked)
+    if folder is not None:
+      return _load_cifar_python(name, folder)
+  return _load_tfds(name, data_dir, svhn_extra, looked)
+
+
+def from_arrays(train_images, train_labels, test_images, test_labels,
+                n_classes=None, name='arrays'):
+  """Wraps numpy arrays the caller already has into a checked `Dataset`.
+
+  Images must be uint8, N x H x W x C; N x H x W (grayscale) is accepted and
+  gets a trailing channel axis of 1. Labels must be integers, shape (N,) or
+  (N, 1) (as `keras.datasets.cifar10.load_data` returns them), in
+  [0, n_classes). Arrays that already have the right dtype and layout are
+  used without copying.
+
+  Args:
+    train_images: uint8 training images.
+    train_labels: integer training labels.
+    test_images: uint8 test images, same H x W x C as the training ones.
+    test_labels: integer test labels.
+    n_classes: number of classes; default 1 + the largest label seen.
+    name: a name for the data set.
+
+  Returns:
+    A `Dataset` with source 'arrays'.
+
+  Raises:
+    ValueError: on wrong rank, dtype, sizes or label range.
+  """
+  train_images = _check_images(train_images, 'train_images')
+  test_images = _check_images(test_images, 'test_images')
+  if train_images.shape[1:] != test_images.shape[1:]:
+    raise ValueError(
+        f'train_images are {train_images.shape[1:]} (H, W, C) but test_images '
+        f'are {test_images.shape[1:]}; both splits need the same image shape.')
+  train_labels = _check_labels(train_labels, 'train_labels', len(train_images))
+  test_labels = _check_labels(test_labels, 'test_labels', len(test_images))
+  top = int(max(train_labels.max(), test_labels.max()))
+  if n_classes is None:
+    n_classes = top + 1
+  if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+    raise ValueError(f'n_classes must be an int, got {n_classes!r}.')
+  n_classes = int(n_classes)
+  if n_classes < 1:
+    raise ValueError(f'n_classes must be >= 1, got {n_classes}.')
+  for labels, arg in ((train_labels, 'train_labels'),
+                      (test_labels, 'test_labels')):
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+      raise ValueError(
+          f'{arg} must lie in [0, n_classes={n_classes}); found '
+          f'{labels[bad][:5].tolist()} at indices '
+          f'{np.flatnonzero(bad)[:5].tolist()}.')
+  return Dataset(name=str(name), train_images=train_images,
+                 train_labels=train_labels, test_images=test_images,
+                 test_labels=test_labels, n_classes=n_classes, source='arrays')
+
+
+def default_preprocess(name):
+  """The paper's preprocessing recipe for a data set name.
+
+  Args:
+    name: a data set name.
+
+  Returns:
+    'cifar' for cifar10/100, 'svhn' for svhn, 'standardize' otherwise
+    (digits, arrays).
+  """
+  if name in ('cifar10', 'cifar100'):
+    return 'cifar'
+  if name == 'svhn':
+    return 'svhn'
+  return 'standardize'
+
+
+def _check_images(images, arg):
+  """Returns images as uint8 N x H x W x C, or raises a ValueError."""
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    raise ValueError(
+        f'{arg} must be uint8 (0..255), got dtype {images.dtype}; convert '
+        f'with e.g. np.clip(x * 255, 0, 255).astype(np.uint8).')
+  if images.ndim == 3:  # Grayscale N x H x W.
+    images = images[..., None]
+  if images.ndim != 4:
+    raise ValueError(f'{arg} must be N x H x W x C (or N x H x W grayscale), '
+                     f'got shape {images.shape}.')
+  if min(images.shape) < 1:
+    raise ValueError(f'{arg} must be non-empty, got shape {images.shape}.')
+  return np.ascontiguousarray(images)
+
+
+def _check_labels(labels, arg, n):
+  """Returns labels as int32 (n,), or raises a ValueError."""
+  labels = np.asarray(labels)
+  if labels.ndim == 2 and labels.shape[1] == 1:
+    labels = labels[:, 0]
+  if labels.ndim != 1 or len(labels) != n:
+    raise ValueError(f'{arg} must have shape ({n},) to match the images, '
+                     f'got {labels.shape}.')
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f'{arg} must be integers, got dtype {labels.dtype}.')
+  return labels.astype(np.int32, copy=False)
+
+
+def _load_digits():
+  """scikit-learn's 1,797 8x8 digits as 32x32x3 uint8, split 1,437 / 360.
+
+  0..16 is scaled to 0..255, each pixel is repeated 4x4 (exact nearest
+  neighbour) and the gray channel copied to 3. The split is stratified with a
+  fixed seed, so it is the same everywhere.
+  """
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+  digits = sk_datasets.load_digits()
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+  images = images.repeat(4, axis=1).repeat(4, axis=2)
+  images = np.repeat(images[..., None], 3, axis=-1)
+  labels = digits.target.astype(np.int32)
+  x_train, x_test, y_train, y_test = model_selection.train_test_split(
+      images, labels, test_size=360, stratify=labels, random_state=0)
+  return Dataset('digits', np.ascontiguousarray(x_train), y_train,
+                 np.ascontiguousarray(x_test), y_test, 10, 'sklearn digits')
+
+
+# ----------------------------------------------- CIFAR "python version" files
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles CIFAR batch files, refusing every global they do not need.
+
+  The batch files are dicts of bytes, lists and numpy arrays, so the only
+  globals they may name are numpy's array reconstruction helpers. Anything
+  else (os.system, builtins.eval, ...) raises `UnsafePickleError` before it
+  is looked up, so nothing runs.
+  """
+
+  _ALLOWED = {
+      ('numpy.core.multiarray', '_reconstruct'),
+      ('numpy._core.multiarray', '_reconstruct'),
+      ('numpy', 'ndarray'),
+      ('numpy', 'dtype'),
+  }
+
+  def __init__(self, file, path):
+    super().__init__(file, encoding='bytes')
+    self._path = path
+
+  def find_class(self, module, name):
+    if (module, name) not in self._ALLOWED:
+      raise UnsafePickleError(
+          f'{self._path}: refusing to load global {module}.{name}; CIFAR batch '
+          f'files only need numpy array reconstruction '
+          f'({sorted(".".join(a) for a in self._ALLOWED)}). This file is not a '
+          f'CIFAR batch file or has been tampered with.')
+    if name == '_reconstruct':
+      # numpy 2 moved numpy.core to numpy._core; take whichever exists without
+      # importing the deprecated alias.
+      try:
+        return importlib.import_module('numpy._core.multiarray')._reconstruct  # pylint: disable=protected-access
+      except ImportError:
+        return importlib.import_module('numpy.core.multiarray')._reconstruct  # pylint: disable=protected-access
+    return getattr(np, name)
+
+
+def _unpickle(path):
+  """Reads one CIFAR batch file with `_CifarUnpickler`."""
+  with open(path, 'rb') as f:
+    return _CifarUnpickler(f, path).load()
+
+
+def _find_cifar_python(name, data_dir, looked):
+  """Returns the CIFAR batch folder inside data_dir, or None; notes where."""
+  folder, train_files, test_file, _ = _CIFAR_PY[name]
+  candidates = [data_dir, os.path.join(data_dir, folder)]
+  candidates += sorted(glob.glob(os.path.join(glob.escape(data_dir), '*', folder)))
+  for candidate in candidates:
+    looked.append(os.path.join(candidate, test_file))
+    if all(os.path.isfile(os.path.join(candidate, f))
+           for f in train_files + (test_file,)):
+      return candidate
+  return None
+
+
+def _load_cifar_python(name, folder):
+  """Loads a CIFAR "python version" folder (N x 3072 channel-first rows)."""
+  _, train_files, test_file, label_key = _CIFAR_PY[name]
+
+  def read(files):
+    images, labels = [], []
+    for f in files:
+      path = os.path.join(folder, f)
+      batch = _unpickle(path)
+      if not isinstance(batch, dict) or b'data' not in batch or (
+          label_key not in batch):
+        raise ValueError(f'{path}: not a {name} batch file (expected a dict '
+                         f'with keys b\'data\' and {label_key!r}).')
+      data = np.asarray(batch[b'data'], dtype=np.uint8)
+      if data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f'{path}: b\'data\' must be N x 3072, got '
+                         f'{data.shape}.')
+      images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+      labels.append(np.asarray(batch[label_key], dtype=np.int32))
+    return (np.ascontiguousarray(np.concatenate(images)),
+            np.concatenate(labels))
+
+  x_train, y_train = read(train_files)
+  x_test, y_test = read((test_file,))
+  ds = from_arrays(x_train, y_train, x_test, y_test,
+                   n_classes=_N_CLASSES[name], name=name)
+  return dataclasses.replace(
+      ds, source=f'{_CIFAR_PY[name][0]} @ {os.path.abspath(folder)}')
+
+
+# --------------------------------------------------------------------- TFDS
+
+
+def _not_found(name, data_dir, looked, tfds_name, tfds_dir):
+  """Builds the DataNotFoundError for a data set found nowhere."""
+  where = '\n'.join(f'  - {p}' for p in looked + [
+      f'TFDS {tfds_name} in {tfds_dir} (download=False)'])
+  fixes = []
+  if name in _CIFAR_PY:
+    fixes.append(
+        f'  1. Attach the Kaggle CIFAR data set ("python version") and pass '
+        f'data_dir= the folder holding {_CIFAR_PY[name][0]}/ (or that folder '
+        f'itself), or a prepared TFDS data dir.')
+  else:
+    fixes.append(f'  1. Pass data_dir= a TFDS data dir holding a prepared '
+                 f'{tfds_name}.')
+  target = data_dir or '~/tensorflow_datasets'
+  split = ', split=[\'train\', \'test\', \'extra\']' if name == 'svhn' else ''
+  fixes.append(
+      f'  2. Download it once with internet: python -c "import '
+      f'tensorflow_datasets as tfds; tfds.load(\'{tfds_name}\', '
+      f'data_dir=\'{target}\'{split})"')
+  return DataNotFoundError(
+      f'Data set {name!r} not found (offline: nothing is downloaded). '
+      f'Looked in:\n{where}\nFixes:\n' + '\n'.join(fixes))
+
+
+def _load_tfds(name, data_dir, svhn_extra, looked):
+  """Loads whole TFDS splits into memory through `trax.data.TFDS`.
+
+  `trax.data.TFDS` is used with a `tfds_preprocess_fn` that batches the whole
+  split, so its first yield is the split as numpy. Two things it cannot do
+  are done with tfds directly: checking that the data set is prepared
+  (`trax.data.TFDS` downloads when `data_dir` is None, and its `tfds.load`
+  call uses download=True), and reading SVHN's ``extra`` split (it only
+  picks train or validation/test).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import trax  # pylint: disable=g-import-not-at-top
+  tfds_name = _TFDS_NAMES[name]
+  if data_dir is not None and not os.path.isdir(data_dir):
+    looked.append(f'{data_dir} (does not exist)')
+    raise _not_found(name, data_dir, looked, tfds_name, data_dir)
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  root = getattr(builder, '_data_dir_root', None) or data_dir
+  if not builder.is_prepared():
+    raise _not_found(name, data_dir, looked, tfds_name,
+                     root or 'the TFDS default data dir')
+  root = os.fspath(root)
+  splits = builder.info.splits
+
+  def whole_split(train):
+    n = splits['train' if train else 'test'].num_examples
+    stream = trax.data.TFDS(
+        tfds_name, data_dir=root, keys=('image', 'label'), train=train,
+        shuffle_train=False, host_id=0, n_hosts=1,
+        tfds_preprocess_fn=lambda ds: ds.batch(n))()
+    images, labels = next(stream)
+    return np.asarray(images), np.asarray(labels)
+
+  x_train, y_train = whole_split(True)
+  x_test, y_test = whole_split(False)
+  source = f'tfds:{tfds_name} @ {root}'
+  if svhn_extra:
+    if 'extra' not in splits:
+      raise _not_found(name, data_dir, looked + [f'{root}: no extra split'],
+                       tfds_name, root)
+    extra = tfds.as_numpy(tfds.load(
+        tfds_name, split='extra', data_dir=root, batch_size=-1,
+        download=False, as_supervised=True))
+    x_train = np.concatenate([x_train, extra[0]])
+    y_train = np.concatenate([y_train, extra[1]])
+    source += ' (train+extra)'
+  ds = from_arrays(x_train, y_train, x_test, y_test,
+                   n_classes=_N_CLASSES[name], name=name)
+  return dataclasses.replace(ds, source=source)
+
+
+# ------------------------------------------------------------- statistics
+
+
+def _channel_stats(images):
+  """Per-channel mean and std of uint8 images, without a float copy."""
+  c = images.shape[-1]
+  total = np.zeros(c, np.float64)
+  total_sq = np.zeros(c, np.float64)
+  for i in range(0, len(images), _STATS_CHUNK):
+    chunk = images[i:i + _STATS_CHUNK].reshape(-1, c).astype(np.float64)
+    total += chunk.sum(axis=0)
+    total_sq += np.square(chunk).sum(axis=0)
+  count = images.size // c
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+  std = np.where(std > 0, std, 1.0)  # A constant channel stays finite.
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+# ------------------------------------------------------- trax.data steps
+
+
+def _check_batch_size(batch_size):
+  if (isinstance(batch_size, bool) or
+      not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+    raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
+  return int(batch_size)
+
+
+def _check_preprocess(preprocess):
+  if preprocess not in PREPROCESS:
+    raise ValueError(f'preprocess={preprocess!r} is unknown; expected one of '
+                     f'{PREPROCESS}.')
+  return preprocess
+
+
+def BatchArrays(images, labels, batch_size, *, shuffle=True, seed=0,  # pylint: disable=invalid-name
+                repeat=True, pad_last=False):
+  """A trax.data source of whole batches sliced from in-memory arrays.
+
+  Replaces ``TFDS -> Shuffle -> Batch`` for data held in memory. With
+  ``shuffle``, every epoch is a fresh permutation from a seeded numpy
+  Generator (an exact shuffle; trax's `Shuffle` only mixes within a 1024-slot
+  buffer), and batches run across epoch boundaries, as
+  ``shuffle().repeat().batch()`` would. Batches are gathered with one fancy
+  index, so the arrays are never copied and nothing is padded per example.
+
+  Args:
+    images: N x ... array.
+    labels: N array.
+    batch_size: examples per batch.
+    shuffle: permute each epoch; else keep the stored order.
+    seed: seed of the permutations.
+    repeat: loop forever; else stop after one epoch (the last batch is then
+      partial, or padded if ``pad_last``).
+    pad_last: (only with repeat=False) pad the last batch to batch_size with
+      zero images, label 0 and weight 0, and yield (images, labels, weights)
+      triples, weights 1 for real examples.
+
+  Returns:
+    A function that takes no input stream and returns the batch iterator.
+  """
+  batch_size = _check_batch_size(batch_size)
+  n = len(images)
+  if n == 0:
+    raise ValueError('BatchArrays needs at least one example.')
+
+  def epochs(rng):
+    while True:
+      yield rng.permutation(n) if shuffle else np.arange(n)
+      if not repeat:
+        return
+
+  def batches(generator=None):
+    del generator
+    rng = np.random.default_rng(seed)
+    pending = np.zeros(0, np.int64)
+    for order in epochs(rng):
+      pending = np.concatenate([pending, order]) if len(pending) else order
+      while len(pending) >= batch_size:
+        idx, pending = pending[:batch_size], pending[batch_size:]
+        x, y = images[idx], labels[idx]  # One gather: a fresh batch array.
+        if pad_last:
+          yield x, y, np.ones(batch_size, np.float32)
+        else:
+          yield x, y
+    if len(pending):  # Only reached when not repeating.
+      x, y = images[pending], labels[pending]
+      if not pad_last:
+        yield x, y
+        return
+      k = batch_size - len(pending)
+      x = np.concatenate([x, np.zeros((k,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(k, y.dtype)])
+      w = np.concatenate([np.ones(len(pending), np.float32),
+                          np.zeros(k, np.float32)])
+      yield x, y, w
+
+  return batches
+
+
+def crop_flip_draws(rng, n, pad=CIFAR_PAD):
+  """Draws per-example crop offsets and flips for `crop_flip_batch`.
+
+  Args:
+    rng: a numpy Generator.
+    n: number of examples.
+    pad: reflection padding; offsets lie in [0, 2 * pad].
+
+  Returns:
+    (offsets_y, offsets_x, flips): int arrays (n,) and a bool array (n,).
+  """
+  offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
+  flips = rng.random(n) < 0.5
+  return offsets[:, 0], offsets[:, 1], flips
+
+
+def crop_flip_example(image, offset_y, offset_x, flip, pad=CIFAR_PAD):
+  """The per-example definition: reflect-pad, crop at an offset, maybe flip.
+
+  Args:
+    image: H x W x C array.
+    offset_y: top row of the crop in the padded image, in [0, 2 * pad].
+    offset_x: left column of the crop in the padded image, in [0, 2 * pad].
+    flip: flip left-right after cropping.
+    pad: pixels of reflection padding on each side.
+
+  Returns:
+    H x W x C array, same dtype.
+  """
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  crop = padded[offset_y:offset_y + h, offset_x:offset_x + w]
+  return np.ascontiguousarray(crop[:, ::-1] if flip else crop)
+
+
+@functools.lru_cache(maxsize=16)
+def _reflect_index(size, pad):
+  """Source index of each position of a reflect-padded axis (numpy 'reflect')."""
+  return np.concatenate([np.arange(pad, 0, -1), np.arange(size),
+                         np.arange(size - 2, size - 2 - pad, -1)])
+
+
+def crop_flip_batch(images, offsets_y, offsets_x, flips, pad=CIFAR_PAD):
+  """`crop_flip_example` on a whole batch, in one gather and without padding.
+
+  The padded image is never built: each output pixel's source pixel is found
+  through the reflection index, and all pixels (C bytes each) are fetched
+  with one `np.take`.
+
+  Args:
+    images: N x H x W x C array.
+    offsets_y: int array (N,), in [0, 2 * pad].
+    offsets_x: int array (N,), in [0, 2 * pad].
+    flips: bool array (N,).
+    pad: pixels of reflection padding; must be < H and < W.
+
+  Returns:
+    N x H x W x C array, same dtype.
+  """
+  n, h, w, c = images.shape
+  if not 0 <= pad < min(h, w):
+    raise ValueError(f'pad must be in [0, {min(h, w)}) for {h}x{w} images, '
+                     f'got {pad}.')
+  rows = _reflect_index(h, pad)[offsets_y[:, None] + np.arange(h)]
+  cols = offsets_x[:, None] + np.arange(w)
+  cols = np.where(flips[:, None], cols[:, ::-1], cols)
+  cols = _reflect_index(w, pad)[cols]
+  pixel = (np.arange(n)[:, None, None] * (h * w) + rows[:, :, None] * w +
+           cols[:, None, :])
+  pixels = np.ascontiguousarray(images).reshape(n * h * w, c)
+  return np.take(pixels, pixel.reshape(-1), axis=0).reshape(n, h, w, c)
+
+
+def RandomCropFlip(pad=CIFAR_PAD, seed=0):  # pylint: disable=invalid-name
+  """Batched CIFAR augmentation: reflect-pad, random crop, random flip.
+
+  Zagoruyko & Komodakis (2016), Sec. 3: "random crops from image padded by 4
+  pixels on each side, filling missing pixels with reflections of original
+  image" plus horizontal flips. (trax's own `cifar10_augmentation_preprocess`
+  pads with zeros and works one image at a time in tf.data.) Draws come from
+  a numpy Generator seeded with ``seed``, so a stream is reproducible.
+
+  Args:
+    pad: pixels of reflection padding on each side.
+    seed: seed of the draws.
+
+  Returns:
+    A trax.data step mapping (images, labels, ...) batches to augmented ones.
+  """
+  def augment(generator):
+    rng = np.random.default_rng(seed)
+    for images, *rest in generator:
+      oy, ox, flips = crop_flip_draws(rng, len(images), pad)
+      yield (crop_flip_batch(images, oy, ox, flips, pad), *rest)
+  return augment
+
+
+def Standardize(mean, std):  # pylint: disable=invalid-name
+  """Maps uint8 image batches to float32 (x - mean) / std per channel.
+
+  Uses a 256-entry lookup table per channel, which is faster than float
+  arithmetic on the whole batch and gives the same float32 values.
+
+  Args:
+    mean: per-channel means (C,).
+    std: per-channel standard deviations (C,).
+
+  Returns:
+    A trax.data step mapping (images, labels, ...) batches.
+  """
+  mean = np.asarray(mean, np.float64)
+  std = np.asarray(std, np.float64)
+  table = ((np.arange(256, dtype=np.float64)[None, :] - mean[:, None]) /
+           std[:, None]).astype(np.float32)  # C x 256.
+  return _LookupStep(table)
+
+
+def Rescale(scale=1.0 / 255.0):  # pylint: disable=invalid-name
+  """Maps uint8 image batches to float32 x * scale (SVHN: pixels / 255).
+
+  Args:
+    scale: the factor.
+
+  Returns:
+    A trax.data step mapping (images, labels, ...) batches.
+  """
+  table = (np.arange(256, dtype=np.float64) * scale).astype(np.float32)
+  return _LookupStep(table[None, :])
+
+
+def _LookupStep(table):  # pylint: disable=invalid-name
+  """A step mapping uint8 pixels through a C x 256 (or 1 x 256) float table."""
+  def lookup(generator):
+    for images, *rest in generator:
+      if images.dtype != np.uint8:
+        raise ValueError(f'expected uint8 images, got {images.dtype}.')
+      out = np.empty(images.shape, np.float32)
+      for ch in range(images.shape[-1]):
+        np.take(table[min(ch, len(table) - 1)], images[..., ch],
+                out=out[..., ch])
+      yield (out, *rest)
+  return lookup
+
+
+def _preprocess_steps(ds, preprocess, training, seed):
+  """The trax.data steps of a preprocessing recipe, in order."""
+  if preprocess == 'raw':
+    return []
+  if preprocess == 'svhn':
+    return [Rescale(1.0 / 255.0)]
+  steps = []
+  if preprocess == 'cifar' and training:
+    steps.append(RandomCropFlip(CIFAR_PAD, seed=seed))
+  steps.append(Standardize(*ds.channel_stats))
+  return steps
+
+
+def _seeds(seed):
+  """Independent (shuffle, augmentation) seeds from one user seed."""
+  children = np.random.SeedSequence(seed).spawn(2)
+  return [int(c.generate_state(1)[0]) for c in children]
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def train_batches(ds, batch_size, *, preprocess='raw', seed=0):
+  """Infinite, shuffled, augmented training batches.
+
+  The pipeline is ``trax.data.Serial(BatchArrays, [RandomCropFlip],
+  [Standardize | Rescale], trax.data.AddLossWeights())``; see `PREPROCESS`.
+
+  Args:
+    ds: a `Dataset`.
+    batch_size: examples per batch (> 0).
+    preprocess: one of `PREPROCESS`: 'raw' (uint8, no augmentation, as the
+      seed notebooks), 'standardize' (float32, train-split channel stats),
+      'cifar' (standardize + reflect-pad-4 random crop + random flip),
+      'svhn' (float32 pixels / 255).
+    seed: makes the stream reproducible.
+
+  Returns:
+    An iterator of (images, labels, weights): images uint8 (raw) or float32,
+    labels int32, weights float32 ones.
+  """
+  import trax  # pylint: disable=g-import-not-at-top
+  batch_size = _check_batch_size(batch_size)
+  preprocess = _check_preprocess(preprocess)
+  shuffle_seed, augment_seed = _seeds(seed)
+  return trax.data.Serial(
+      BatchArrays(ds.train_images, ds.train_labels, batch_size,
+                  seed=shuffle_seed),
+      _preprocess_steps(ds, preprocess, True, augment_seed),
+      trax.data.AddLossWeights(),
+  )()
+
+
+def eval_batches(ds, batch_size, *, preprocess='raw'):
+  """The whole test split, exactly once, in stored order, for exact accuracy.
+
+  The last batch is padded to ``batch_size`` (zero images, label 0) with
+  weight 0, so ``sum(correct * w) / sum(w)`` is the exact test accuracy and
+  every batch has one shape (one XLA compilation). There are
+  `n_eval_batches` batches. Eval never augments ('cifar' only standardizes).
+
+  Args:
+    ds: a `Dataset`.
+    batch_size: examples per batch (> 0).
+    preprocess: one of `PREPROCESS`.
+
+  Returns:
+    An iterator of (images, labels, weights).
+  """
+  import trax  # pylint: disable=g-import-not-at-top
+  batch_size = _check_batch_size(batch_size)
+  preprocess = _check_preprocess(preprocess)
+  return trax.data.Serial(
+      BatchArrays(ds.test_images, ds.test_labels, batch_size, shuffle=False,
+                  repeat=False, pad_last=True),
+      _preprocess_steps(ds, preprocess, False, 0),
+      trax.data.AddLossWeights(),
+  )()
+
+
+def eval_sample_batches(ds, batch_size, *, preprocess='raw', seed=0):
+  """Infinite shuffled test batches for trax's in-training `EvalTask`.
+
+  For the cheap periodic estimate (``n_eval_batches=20`` as the seed
+  notebooks); use `eval_batches` for the exact full-split number.
+
+  Args:
+    ds: a `Dataset`.
+    batch_size: examples per batch (> 0).
+    preprocess: one of `PREPROCESS`; eval never augments.
+    seed: makes the stream reproducible.
+
+  Returns:
+    An iterator of (images, labels, weights), weights all 1.
+  """
+  import trax  # pylint: disable=g-import-not-at-top
+  batch_size = _check_batch_size(batch_size)
+  preprocess = _check_preprocess(preprocess)
+  return trax.data.Serial(
+      BatchArrays(ds.test_images, ds.test_labels, batch_size,
+                  seed=_seeds(seed)[0]),
+      _preprocess_steps(ds, preprocess, False, 0),
+      trax.data.AddLossWeights(),
+  )()
+
+
+def n_eval_batches(ds, batch_size):
+  """Number of batches of `eval_batches`: ceil(n_test / batch_size)."""
+  batch_size = _check_batch_size(batch_size)
+  return math.ceil(len(ds.test_labels) / batch_size)
