@@ -49,6 +49,15 @@ def silence_imports():
   if 'gym' not in sys.modules:
     with contextlib.redirect_stderr(io.StringIO()):
       import gym  # pylint: disable=unused-import,g-import-not-at-top
+  # trax 1.4.1 calls jax.host_count(), which jax 0.4.3x+ keeps as a warning
+  # alias of jax.process_count(); see _compat for the calls that would break.
+  warnings.filterwarnings(
+      'ignore', message=r'jax\.process_count has been renamed',
+      category=UserWarning)
+  # trax writes checkpoints with gzip.GzipFile(fileobj=...) and no mode.
+  warnings.filterwarnings(
+      'ignore', message=r'GzipFile was opened for writing, but this will change',
+      category=FutureWarning)
   # jax warns when trax asks for float64/int64 arrays with x64 disabled.
   warnings.filterwarnings(
       'ignore', message=r'Explicitly requested dtype .* requested in .* is not available',

@@ -1,0 +1,58 @@
+"""Makes trax 1.4.1 work on the jax we install (0.10.x).
+
+trax 1.4.1 (2021) calls jax APIs that newer jax renamed or removed. Each shim
+below is added only where jax lacks the name, so an older jax is untouched.
+
+- `jax.device_put_replicated(x, devices)`: removed in jax 0.8. trax's
+  `tl.for_n_devices` calls it to copy weights to every device whenever
+  `Loop` trains data-parallel (n_devices > 1: a Kaggle 2xT4, a TPU).
+- `jax.host_count()`: still an alias of `jax.process_count()` that warns;
+  `_quiet` filters that warning.
+"""
+import jax
+import numpy as np
+
+
+def _device_put_replicated(x, devices):
+  """x stacked n times along a new leading axis, one copy per device.
+
+  The result is laid out across `devices` by a pmap sharding, as
+  `device_put_replicated` used to return, so trax's pmapped train step takes
+  it without a copy.
+  """
+  x = np.asarray(x)
+  mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch'))
+  return jax.device_put(
+      np.broadcast_to(x[None], (len(devices),) + x.shape), sharding)
+
+
+def patch_jax():
+  if not hasattr(jax, 'device_put_replicated'):
+    jax.device_put_replicated = _device_put_replicated
+
+
+def _pmap_sharding(n_devices):
+  devices = jax.local_devices()[:n_devices]
+  mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch'))
+
+
+def spread_optimizer_state(loop):
+  """Moves a data-parallel Loop's optimizer slots onto its devices.
+
+  trax's Trainer replicates the slots and then pins them to the host CPU with
+  `tl.on_cpu`. Old jax's pmap copied such arrays to the devices on each call;
+  jax 0.10's pmap is a jit with fixed input shardings and refuses an array
+  committed to one device. Placing the replicated slots (and optimizer
+  params) with the pmap's own sharding once, before the first step, is what
+  the old pmap did on the first call.
+  """
+  n = loop.n_devices
+  if n <= 1:
+    return
+  sharding = _pmap_sharding(n)
+  put = lambda x: jax.device_put(x, sharding) if hasattr(x, 'shape') and x.ndim else x
+  for trainer in loop._trainer_per_task:  # pylint: disable=protected-access
+    trainer._slots = jax.tree_util.tree_map(put, trainer._slots)  # pylint: disable=protected-access
+    trainer._opt_params = jax.tree_util.tree_map(put, trainer._opt_params)  # pylint: disable=protected-access

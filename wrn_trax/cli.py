@@ -1,0 +1,167 @@
+"""The `wrn-trax` command: parse arguments, call one library function, print.
+
+  wrn-trax models                       the paper's networks: params, FLOPs
+  wrn-trax data --dataset digits        what a data set holds and where from
+  wrn-trax train --model WRN-16-4 --dataset digits --recipe smoke
+  wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits --recipe smoke
+  wrn-trax report --root runs --out results
+"""
+import argparse
+import ast
+import json
+import sys
+
+_EPILOG = {
+    'models': 'example: wrn-trax models --name WRN-28-10 --name stock-WRN-22-1',
+    'data': 'example: wrn-trax data --dataset cifar10 --data-dir /kaggle/input/cifar10',
+    'train': ('example: wrn-trax train --model WRN-16-4 --dataset digits '
+              '--recipe smoke --workdir runs/demo --set batch_size=64'),
+    'sweep': ('example: wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits '
+              '--recipe smoke --root runs'),
+    'report': 'example: wrn-trax report --root runs --out results',
+}
+
+
+def _value(text):
+  """'0.1' -> 0.1, '128' -> 128, '(60,120)' -> (60, 120), 'jax' -> 'jax'."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _overrides(pairs):
+  out = {}
+  for pair in pairs or []:
+    if '=' not in pair:
+      raise SystemExit(f'--set takes key=value, got {pair!r}')
+    key, value = pair.split('=', 1)
+    out[key.strip()] = _value(value.strip())
+  return out
+
+
+def _common(p, root_default=None):
+  p.add_argument('--dataset', default='digits',
+                 help='digits (offline demo), cifar10, cifar100 or svhn')
+  p.add_argument('--data-dir', default=None,
+                 help='TFDS data dir, or a folder with cifar-10-batches-py')
+  p.add_argument('--recipe', default='smoke', help='seed, paper or smoke')
+  p.add_argument('--steps', type=int, default=None,
+                 help="training steps (default: the recipe's)")
+  p.add_argument('--set', action='append', metavar='KEY=VALUE',
+                 help='override a recipe field, e.g. --set batch_size=64')
+  p.add_argument('--quiet', action='store_true', help='no progress output')
+
+
+def parser():
+  """The argument parser of `wrn-trax` (one subcommand per library call)."""
+  top = argparse.ArgumentParser(
+      prog='wrn-trax', description=__doc__.split('\n\n', 1)[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=__doc__.split('\n\n', 1)[1])
+  sub = top.add_subparsers(dest='command', required=True)
+  fmt = argparse.RawDescriptionHelpFormatter
+
+  p = sub.add_parser('models', formatter_class=fmt, epilog=_EPILOG['models'],
+                     help="the paper's networks (Tables 2-4) with params and FLOPs",
+                     description='Prints the networks of the paper\'s Tables '
+                     '2-4 with the paper\'s and our parameter counts, or the '
+                     'named models.')
+  p.add_argument('--name', action='append',
+                 help='a model name to describe instead of the table')
+
+  p = sub.add_parser('data', formatter_class=fmt, epilog=_EPILOG['data'],
+                     help='load a data set and print its splits',
+                     description='Loads a data set (no download) and prints '
+                     'its sizes, classes and source.')
+  p.add_argument('--dataset', default='digits')
+  p.add_argument('--data-dir', default=None)
+
+  p = sub.add_parser('train', formatter_class=fmt, epilog=_EPILOG['train'],
+                     help='train one model (resumes its run folder)',
+                     description='Trains one model with trax\'s Loop and '
+                     'writes a run folder; rerun to resume.')
+  p.add_argument('--model', default='WRN-16-4',
+                 help='e.g. WRN-28-10, WRN-40-2-B(3,1,3), stock-WRN-22-1')
+  p.add_argument('--workdir', default=None)
+  p.add_argument('--seed', type=int, default=0)
+  _common(p)
+
+  p = sub.add_parser('sweep', formatter_class=fmt, epilog=_EPILOG['sweep'],
+                     help='train a grid of models (resumable)',
+                     description='Trains the cross product of widths, depths, '
+                     'blocks, dropouts and seeds; rerun to resume.')
+  p.add_argument('--widen-factors', type=int, nargs='+', default=[1, 2, 3, 4])
+  p.add_argument('--depths', type=int, nargs='+', default=None)
+  p.add_argument('--blocks', nargs='+', default=None,
+                 help="block types for --family paper, e.g. 'B(3,3)' 'B(3,1,3)'")
+  p.add_argument('--dropouts', type=float, nargs='+', default=None)
+  p.add_argument('--seeds', type=int, nargs='+', default=[0])
+  p.add_argument('--family', default='stock', help='stock or paper')
+  p.add_argument('--root', default='runs')
+  p.add_argument('--executor', default='local', help='local or ray')
+  p.add_argument('--address', default=None, help='Ray cluster address')
+  _common(p)
+
+  p = sub.add_parser('report', formatter_class=fmt, epilog=_EPILOG['report'],
+                     help='tables and plots of a run root',
+                     description='Reads every run folder under --root and '
+                     'writes CSV/Markdown/HTML tables, PNG plots and a '
+                     'README to --out.')
+  p.add_argument('--root', default='runs')
+  p.add_argument('--out', default='results')
+  return top
+
+
+def main(argv=None):
+  args = parser().parse_args(argv)
+  try:
+    _dispatch(args)
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    print(f'wrn-trax {args.command}: error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _dispatch(args):
+  if args.command == 'models':
+    from wrn_trax import models  # pylint: disable=g-import-not-at-top
+    if args.name:
+      for name in args.name:
+        print(models.describe(name))
+    else:
+      print(models.markdown_table())
+  elif args.command == 'data':
+    from wrn_trax import data  # pylint: disable=g-import-not-at-top
+    ds = data.load(args.dataset, args.data_dir)
+    print(json.dumps(dict(
+        name=ds.name, source=ds.source, n_classes=int(ds.n_classes),
+        train=list(ds.train_images.shape), test=list(ds.test_images.shape)),
+                     indent=2))
+  elif args.command == 'train':
+    from wrn_trax import train  # pylint: disable=g-import-not-at-top
+    summary = train.train(
+        model=args.model, dataset=args.dataset, recipe=args.recipe,
+        steps=args.steps, workdir=args.workdir, seed=args.seed,
+        data_dir=args.data_dir, verbose=not args.quiet,
+        **_overrides(args.set))
+    print(json.dumps(summary, indent=2))
+  elif args.command == 'sweep':
+    from wrn_trax import report  # pylint: disable=g-import-not-at-top
+    from wrn_trax import sweep  # pylint: disable=g-import-not-at-top
+    frame = sweep.sweep(
+        widen_factors=args.widen_factors, depths=args.depths,
+        blocks=args.blocks, dropouts=args.dropouts, seeds=args.seeds,
+        family=args.family, dataset=args.dataset, recipe=args.recipe,
+        steps=args.steps, root=args.root, executor=args.executor,
+        address=args.address, data_dir=args.data_dir,
+        verbose=not args.quiet, **_overrides(args.set))
+    print(report.format_table(report.summarize(frame)))
+  elif args.command == 'report':
+    from wrn_trax import report  # pylint: disable=g-import-not-at-top
+    written = report.write_report(args.root, out=args.out)
+    print(report.format_table(report.summarize(report.load_runs(args.root))))
+    print(f'\nwrote {len(written)} files to {args.out}/')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,152 @@
+"""Training recipes: plain data, one function each.
+
+A recipe is a dict of the fields `wrn_trax.train` needs besides the model and
+data set. `get(name, dataset)` returns a fresh copy; `train(**overrides)`
+changes single fields. Epoch-based fields (`epochs`, `lr_milestones`) become
+steps in `resolve_steps` once the size of the training split is known.
+"""
+import copy
+
+RECIPES = ('seed', 'paper', 'smoke')
+
+
+def seed():
+  """The seed notebooks exactly (Kaggle, trax WideResnet k=1..4 on CIFAR-10)."""
+  return dict(
+      optimizer='adam',        # trax.optimizers.Adam(0.01) as in the notebooks,
+      lr=0.01,                 # with trax's default weight_decay_rate=1e-5.
+      weight_decay=1e-5,       # Adam's decoupled decay (trax default), not L2.
+      momentum=None,
+      batch_size=64,           # the notebooks' Batch(64).
+      steps=5000,              # training_loop.run(5000).
+      epochs=None,
+      lr_milestones=(),        # constant learning rate.
+      lr_decay=1.0,
+      dropout=0.0,             # stock WideResnet has no dropout.
+      preprocess='raw',        # raw uint8 pixels, no augmentation.
+      eval_every=1000,         # n_steps_per_checkpoint=1000, evals at 1 and n*1000.
+      eval_batches=20,         # n_eval_batches=20: the cheap in-training eval.
+      checkpoint_every=1000,
+      backend='jax',           # the notebooks used 'tensorflow-numpy'; select it
+                               # with backend='tensorflow-numpy' for parity.
+  )
+
+
+def paper(dataset='cifar10'):
+  """Zagoruyko & Komodakis (2016), Sec. 3: SGD+Nesterov, lr 0.1, wd 5e-4."""
+  r = dict(
+      optimizer='sgd_nesterov',  # "SGD with Nesterov momentum", dampening 0.
+      lr=0.1,
+      momentum=0.9,
+      weight_decay=5e-4,       # an L2 term on every weight (added to the
+                               # gradient), as Torch's SGD does; see optim.py.
+      batch_size=128,
+      steps=None,
+      epochs=200,              # CIFAR: 200 epochs,
+      lr_milestones=(60, 120, 160),  # lr x0.2 at epochs 60, 120 and 160.
+      lr_decay=0.2,
+      dropout=0.0,             # Table 6 adds dropout 0.3 on CIFAR (override).
+      preprocess=None,         # per data set: see data.default_preprocess.
+      eval_every=1000,
+      eval_batches=20,
+      checkpoint_every=1000,
+      backend='jax',
+  )
+  if dataset == 'svhn':
+    # SVHN: lr 0.01, x0.1 at epochs 80 and 120 of 160, dropout 0.4.
+    r.update(lr=0.01, epochs=160, lr_milestones=(80, 120), lr_decay=0.1,
+             dropout=0.4)
+  return r
+
+
+def smoke():
+  """Minutes on a 2-core CPU on `digits`: the tests, CI and the README job."""
+  return dict(
+      optimizer='adam',        # converges in few steps without a schedule.
+      lr=0.003,
+      weight_decay=0.0,
+      momentum=None,
+      batch_size=32,           # small batches keep a CPU step well under 1 s.
+      steps=120,               # ~2.7 epochs of the 1,437 digits images.
+      epochs=None,
+      lr_milestones=(),
+      lr_decay=1.0,
+      dropout=0.0,
+      preprocess=None,         # per data set (digits: standardize).
+      eval_every=40,
+      eval_batches=4,
+      checkpoint_every=40,
+      backend='jax',
+  )
+
+
+_BUILDERS = {'seed': seed, 'paper': paper, 'smoke': smoke}
+
+
+def get(name, dataset='digits', **overrides):
+  """Returns the recipe `name` for `dataset` with `overrides` applied.
+
+  Args:
+    name: one of RECIPES.
+    dataset: the data set name; the paper recipe differs for SVHN.
+    **overrides: recipe fields to change, e.g. batch_size=128, lr=0.05.
+
+  Returns:
+    A dict with every recipe field.
+  """
+  if name not in _BUILDERS:
+    raise ValueError(f'unknown recipe {name!r}; choose one of {RECIPES}')
+  r = _BUILDERS[name](dataset) if name == 'paper' else _BUILDERS[name]()
+  unknown = sorted(set(overrides) - set(r))
+  if unknown:
+    raise ValueError(f'unknown recipe field(s) {unknown}; '
+                     f'known fields: {sorted(r)}')
+  r.update(copy.deepcopy(overrides))
+  if isinstance(r['lr_milestones'], list):
+    r['lr_milestones'] = tuple(r['lr_milestones'])
+  _check(r)
+  return r
+
+
+def _check(r):
+  if not isinstance(r['batch_size'], int) or r['batch_size'] <= 0:
+    raise ValueError(f'batch_size must be a positive int, got {r["batch_size"]!r}')
+  if not r['lr'] > 0:
+    raise ValueError(f'lr must be > 0, got {r["lr"]!r}')
+  if r['optimizer'] not in ('adam', 'sgd_nesterov', 'sgd'):
+    raise ValueError(f'optimizer must be adam, sgd or sgd_nesterov, '
+                     f'got {r["optimizer"]!r}')
+  if not 0.0 <= r['dropout'] < 1.0:
+    raise ValueError(f'dropout must be in [0, 1), got {r["dropout"]!r}')
+  for key in ('eval_every', 'eval_batches', 'checkpoint_every'):
+    if not isinstance(r[key], int) or r[key] <= 0:
+      raise ValueError(f'{key} must be a positive int, got {r[key]!r}')
+  if r['backend'] not in ('jax', 'tensorflow-numpy'):
+    raise ValueError(f"backend must be 'jax' or 'tensorflow-numpy', "
+                     f'got {r["backend"]!r}')
+
+
+def resolve_steps(r, n_train):
+  """Turns epochs into steps for a training split of `n_train` images.
+
+  Returns:
+    (steps, milestone_steps): total steps and the steps at which the learning
+    rate is multiplied by `lr_decay`.
+  """
+  steps_per_epoch = -(-n_train // r['batch_size'])  # ceil
+  if r['steps'] is not None:
+    steps = int(r['steps'])
+    if r['epochs'] is not None and r['lr_milestones']:
+      # An explicit step count scales the epoch milestones with it, so a short
+      # run keeps the shape of the paper's schedule.
+      scale = steps / (r['epochs'] * steps_per_epoch)
+      milestones = tuple(int(round(m * steps_per_epoch * scale))
+                         for m in r['lr_milestones'])
+    else:
+      milestones = tuple(int(m) for m in r['lr_milestones'])
+  else:
+    steps = r['epochs'] * steps_per_epoch
+    milestones = tuple(m * steps_per_epoch for m in r['lr_milestones'])
+  if steps <= 0:
+    raise ValueError(f'steps must be > 0, got {steps}')
+  return steps, milestones

@@ -1,0 +1,455 @@
+"""Trains one model on one data set with trax's `training.Loop`.
+
+The run folder is the record of a run:
+
+  config.json    the resolved config, package versions and device (written once)
+  metrics.jsonl  one JSON object per logged step: step, split, loss, accuracy,
+                 lr, seconds, images_per_s ('train', 'eval' = the cheap
+                 in-training eval, 'test' = the full test split at the end)
+  summary.json   written when the run ends: status, final full-split test
+                 error, best in-training eval, params, FLOPs, timings, memory
+  model.*        trax's own checkpoint files; train/ and eval/ TensorBoard logs
+
+Running `train` again with the same folder resumes from trax's last checkpoint
+(Loop restores it when built) and runs only the missing steps; a finished run
+returns its summary without training.
+"""
+import contextlib
+import io
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+
+from wrn_trax import _compat
+from wrn_trax import data as data_lib
+from wrn_trax import models
+from wrn_trax import optim
+from wrn_trax import recipes
+from wrn_trax import runio
+
+# Fields that may differ between two sessions of one run without mixing runs.
+_VOLATILE = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
+             'verbose')
+
+
+def default_run_name(model, dataset, recipe, seed, overrides=None):
+  """A readable, stable folder name for a run, e.g. 'WRN-16-4_digits_smoke_s0'.
+
+  Overridden recipe fields are appended in sorted order so that two runs with
+  different settings never share a folder.
+  """
+  name = f'{model}_{dataset}_{recipe}_s{seed}'
+  for key in sorted(overrides or {}):
+    value = overrides[key]
+    if isinstance(value, (list, tuple)):
+      value = '-'.join(str(v) for v in value)
+    name += f'_{key}{value}'
+  return name.replace('(', '').replace(')', '').replace(',', '.').replace(' ', '')
+
+
+def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
+                seed=0, data_dir=None, **overrides):
+  """The resolved config of a run, before the data set is loaded.
+
+  Checks every argument (model name, recipe fields, data set name) so that bad
+  input fails before anything is trained or written.
+  """
+  spec = models.parse(model)
+  if dataset not in data_lib.DATASETS:
+    raise ValueError(f'unknown dataset {dataset!r}; choose one of '
+                     f'{data_lib.DATASETS}')
+  if steps is not None:
+    if not isinstance(steps, (int, np.integer)) or steps <= 0:
+      raise ValueError(f'steps must be a positive int, got {steps!r}')
+    overrides = dict(overrides, steps=int(steps))
+  r = recipes.get(recipe, dataset, **overrides)
+  if r['preprocess'] is None:
+    r['preprocess'] = data_lib.default_preprocess(dataset)
+  if spec.family == 'stock' and r['dropout']:
+    raise ValueError('stock WideResnet has no dropout; use a paper-family '
+                     f'model (e.g. {model.replace("stock-", "")}) for dropout')
+  user_overrides = {k: v for k, v in overrides.items() if k != 'steps'}
+  if steps is not None:
+    user_overrides['steps'] = int(steps)
+  return dict(
+      run_name=default_run_name(model, dataset, recipe, seed, user_overrides),
+      model=model, family=spec.family, depth=spec.depth,
+      widen_factor=spec.widen_factor,
+      block='B(' + ','.join(str(b) for b in spec.block) + ')',
+      blocks_per_group=spec.blocks_per_group,
+      dataset=dataset, recipe=recipe, seed=int(seed), data_dir=data_dir,
+      overrides=user_overrides, **r)
+
+
+def check_same_run(old, new, workdir):
+  """Raises ValueError naming the fields in which two configs differ.
+
+  Compares the fields of `new` (less the volatile ones); a field that `new`
+  leaves as None because it is resolved only after the data set is loaded
+  ('steps' from 'epochs') is skipped.
+  """
+  keys = set(new) - set(_VOLATILE)
+  diff = sorted(k for k in keys
+                if not (k == 'steps' and new[k] is None)
+                and _jsonable(old.get(k)) != _jsonable(new.get(k)))
+  if diff:
+    details = '; '.join(f'{k}: {old.get(k)!r} there, {new.get(k)!r} now'
+                        for k in diff)
+    raise ValueError(
+        f'{workdir} holds a run of another config ({details}). Use another '
+        'workdir for this config, or delete that folder to start it again.')
+
+
+def _jsonable(x):
+  return json.loads(json.dumps(x))
+
+
+def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
+          workdir=None, seed=0, data_dir=None, verbose=True, **overrides):
+  """Trains `model` on `dataset` with `recipe`; resumable.
+
+  Args:
+    model: any name `wrn_trax.models` reads, e.g. 'WRN-28-10',
+      'WRN-40-2-B(3,1,3)' or 'stock-WRN-22-1'.
+    dataset: one of `wrn_trax.data.DATASETS`.
+    recipe: 'seed' (the Kaggle notebooks), 'paper' (Sec. 3 of the paper) or
+      'smoke' (minutes on a CPU).
+    steps: total training steps; default: the recipe's.
+    workdir: the run folder; default `runs/<run name>`.
+    seed: seeds weights, dropout, shuffling and augmentation.
+    data_dir: where the data set lies (a TFDS dir or a folder with the CIFAR
+      python batches).
+    verbose: print trax's per-checkpoint log, a progress bar and the result.
+    **overrides: recipe fields to change (batch_size, lr, dropout,
+      eval_every, eval_batches, checkpoint_every, preprocess, backend, ...).
+
+  Returns:
+    The run summary (also in `workdir/summary.json`): status ('done',
+    'diverged' or 'failed'), step, test_error (a fraction, on the whole test
+    split), eval_examples, params, flops, timings and memory.
+  """
+  config = make_config(model, dataset, recipe, steps, seed, data_dir,
+                       **overrides)
+  workdir = workdir or os.path.join('runs', config['run_name'])
+  config_path = os.path.join(workdir, 'config.json')
+  if os.path.exists(config_path):
+    old = runio.read_json(config_path)
+    check_same_run(old, config, workdir)
+    summary = runio.read_json_or_none(os.path.join(workdir, 'summary.json'))
+    if summary and summary.get('status') in ('done', 'diverged'):
+      if verbose:
+        print(f'{workdir}: already {summary["status"]} at step '
+              f'{summary["step"]} (test error {_pct(summary["test_error"])})')
+      return summary
+  return _Run(config, workdir, verbose).run()
+
+
+def _pct(x):
+  return 'n/a' if x is None else f'{100 * x:.2f}%'
+
+
+class _Run:
+  """One training session of one run folder."""
+
+  def __init__(self, config, workdir, verbose):
+    self.config = config
+    self.workdir = workdir
+    self.verbose = verbose
+    self.metrics_path = os.path.join(workdir, 'metrics.jsonl')
+    self.summary_path = os.path.join(workdir, 'summary.json')
+
+  def run(self):
+    import trax  # pylint: disable=g-import-not-at-top
+    c = self.config
+    trax.fastmath.set_backend(c['backend'])
+    if c['backend'] == 'jax':
+      _hide_gpus_from_tensorflow()
+    ds = data_lib.load(c['dataset'], c['data_dir'])
+    steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
+    c['steps'], c['lr_milestone_steps'] = steps, list(milestones)
+    c['n_classes'] = int(ds.n_classes)
+    c['image_shape'] = list(ds.train_images.shape[1:])
+    c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
+    c['versions'] = _versions()
+    c['device'], c['n_devices'] = _device()
+    os.makedirs(self.workdir, exist_ok=True)
+    config_path = os.path.join(self.workdir, 'config.json')
+    if os.path.exists(config_path):
+      check_same_run(runio.read_json(config_path), c, self.workdir)
+    else:
+      runio.write_json(config_path, c)
+    try:
+      return self._train(ds)
+    except KeyboardInterrupt:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      summary = self._summary('failed', f'{type(e).__name__}: {e}',
+                              step=self._last_step())
+      runio.write_json(self.summary_path, summary)
+      raise
+
+  def _last_step(self):
+    rows = runio.read_jsonl(self.metrics_path)
+    return max((r['step'] for r in rows), default=0)
+
+  def _build_loop(self, ds):
+    import trax  # pylint: disable=g-import-not-at-top
+    from trax import layers as tl  # pylint: disable=g-import-not-at-top
+    from trax.supervised import training  # pylint: disable=g-import-not-at-top
+    c = self.config
+    n_devices = c['n_devices']
+    if c['batch_size'] % n_devices:
+      raise ValueError(
+          f'batch_size {c["batch_size"]} does not divide over {n_devices} '
+          f'devices; pass batch_size= a multiple of {n_devices}')
+    build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
+                                      dropout=c['dropout'], mode=mode)
+    self.eval_model = build('eval')
+    model = build('train')
+    restart = _restored_step(self.workdir)
+    # A resumed session draws a fresh permutation stream (seeded by the step)
+    # instead of replaying the first epoch's order.
+    train_stream = data_lib.train_batches(
+        ds, c['batch_size'], preprocess=c['preprocess'],
+        seed=c['seed'] * 1_000_003 + restart)
+    sample_stream = data_lib.eval_sample_batches(
+        ds, c['batch_size'], preprocess=c['preprocess'], seed=c['seed'])
+    schedule = optim.piecewise_constant(c['lr'], c['lr_milestone_steps'],
+                                        c['lr_decay'])
+    self.schedule = schedule
+    task = training.TrainTask(
+        labeled_data=train_stream,
+        loss_layer=tl.CrossEntropyLoss(),
+        optimizer=optim.make_optimizer(c),
+        lr_schedule=schedule,
+        n_steps_per_checkpoint=c['checkpoint_every'])
+    eval_task = training.EvalTask(
+        labeled_data=sample_stream,
+        metrics=[tl.CrossEntropyLoss(), tl.Accuracy()],
+        n_eval_batches=c['eval_batches'])
+    every = c['eval_every']
+    steps = c['steps']
+    return training.Loop(
+        model, [task], eval_model=self.eval_model, eval_tasks=[eval_task],
+        output_dir=self.workdir,
+        eval_at=lambda s: s == 1 or s % every == 0 or s == steps,
+        checkpoint_at=lambda s: s % c['checkpoint_every'] == 0 or s == steps,
+        n_devices=n_devices, random_seed=c['seed'])
+
+  def _train(self, ds):
+    c = self.config
+    out = sys.stdout if self.verbose else io.StringIO()
+    with contextlib.redirect_stdout(out), runio.restricted_checkpoints():
+      loop = self._build_loop(ds)
+    _compat.spread_optimizer_state(loop)
+    start_step = loop.step
+    # Keep only the metrics up to the restored checkpoint: a kill after the
+    # checkpoint leaves lines that the resumed run writes again.
+    rows = [r for r in runio.read_jsonl(self.metrics_path)
+            if r['step'] <= start_step]
+    runio.write_jsonl(self.metrics_path, rows)
+    seconds0 = max((r.get('seconds', 0.0) for r in rows), default=0.0)
+    logged = {(r['step'], r['split']) for r in rows}
+    steps = c['steps']
+    n_params = models.count_params(c['model'], n_classes=ds.n_classes)
+    flops = models.count_flops(c['model'], input_shape=tuple(c['image_shape']),
+                               n_classes=ds.n_classes)
+    chunk = max(1, min(c['eval_every'], c['checkpoint_every'], 100))
+    step_times = []
+    t_start = time.time()
+    bar = _progress(steps, start_step, c['run_name'], self.verbose)
+    status, reason = 'done', None
+    try:
+      while loop.step < steps:
+        if loop.step == start_step:
+          n = 1  # compiles; timed apart from the steady state
+        else:
+          n = min(chunk - loop.step % chunk, steps - loop.step)
+        t0 = time.time()
+        with contextlib.redirect_stdout(out):
+          loop.run(n)
+        dt = time.time() - t0
+        if loop.step - n > start_step:
+          step_times.append(dt / n)
+        bar.update(n)
+        elapsed = seconds0 + time.time() - t_start
+        new_rows = self._history_rows(loop, logged, elapsed, step_times)
+        runio.append_jsonl(self.metrics_path, new_rows)
+        if not optim.tree_all_finite(loop.model.weights) or any(
+            not np.isfinite(r['loss']) for r in new_rows):
+          status = 'diverged'
+          reason = (f'non-finite loss or weights by step {loop.step} '
+                    f'(lr {self.schedule(loop.step):g}); lower lr')
+          break
+    finally:
+      bar.close()
+    test = None
+    if status == 'done':
+      test = evaluate(self.eval_model, loop.model.weights, loop.model.state,
+                      ds, c['batch_size'], c['preprocess'])
+      elapsed = seconds0 + time.time() - t_start
+      row = dict(step=loop.step, split='test', loss=test['loss'],
+                 accuracy=test['accuracy'], lr=None, seconds=elapsed,
+                 images_per_s=None)
+      runio.append_jsonl(self.metrics_path, [row])
+      if self.verbose:
+        print(f'Step {loop.step:6d}: test  error {_pct(test["error"])} on all '
+              f'{test["examples"]} test images (loss {test["loss"]:.4f})')
+    summary = self._summary(status, reason, step=loop.step, test=test,
+                            params=n_params, flops=flops,
+                            step_times=step_times,
+                            wall=seconds0 + time.time() - t_start)
+    runio.write_json(self.summary_path, summary)
+    return summary
+
+  def _history_rows(self, loop, logged, elapsed, step_times):
+    """New metrics.jsonl rows from trax's history, deduplicated by step."""
+    h = loop.history
+    loss_name = loop.tasks[0].loss_name
+    median = float(np.median(step_times)) if step_times else None
+    ips = self.config['batch_size'] / median if median else None
+    rows = []
+    series = {
+        'train': {'loss': h.get('train', f'metrics/{loss_name}')},
+        'eval': {'loss': h.get('eval', 'metrics/CrossEntropyLoss'),
+                 'accuracy': h.get('eval', 'metrics/Accuracy')},
+    }
+    for split, metrics in series.items():
+      by_step = {}
+      for metric, points in metrics.items():
+        for step, value in points:
+          by_step.setdefault(int(step), {})[metric] = float(value)
+      for step in sorted(by_step):
+        if (step, split) in logged:
+          continue
+        logged.add((step, split))
+        row = dict(step=step, split=split, loss=by_step[step].get('loss'),
+                   accuracy=by_step[step].get('accuracy'),
+                   lr=float(self.schedule(step)), seconds=round(elapsed, 3),
+                   images_per_s=ips if split == 'train' else None)
+        rows.append(row)
+    rows.sort(key=lambda r: (r['step'], r['split'] != 'train'))
+    return rows
+
+  def _summary(self, status, reason, step, test=None, params=None, flops=None,
+               step_times=(), wall=None):
+    rows = runio.read_jsonl(self.metrics_path)
+    evals = [r for r in rows if r['split'] == 'eval' and
+             r.get('accuracy') is not None]
+    best = min(evals, key=lambda r: 1 - r['accuracy'], default=None)
+    median = float(np.median(step_times)) if len(step_times) else None
+    return dict(
+        status=status, reason=reason, step=int(step),
+        steps=int(self.config['steps']),
+        test_error=None if test is None else test['error'],
+        test_loss=None if test is None else test['loss'],
+        eval_examples=0 if test is None else test['examples'],
+        best_eval_error=None if best is None else 1 - best['accuracy'],
+        best_eval_step=None if best is None else best['step'],
+        params=params, flops=flops, wall_seconds=wall,
+        median_step_seconds=median,
+        images_per_s=(self.config['batch_size'] / median) if median else None,
+        peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb())
+
+
+def evaluate(eval_model, weights, state, ds, batch_size, preprocess):
+  """Exact loss and error of a model on the whole test split, once.
+
+  The last partial batch is padded and masked by its loss weights, so every
+  test image counts exactly once.
+
+  Returns:
+    dict(loss, accuracy, error, examples).
+  """
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  from trax.fastmath import numpy as jnp  # pylint: disable=g-import-not-at-top
+  rng = fastmath.random.get_prng(0)
+
+  def batch_sums(x, y, w, weights, state):
+    logp, _ = eval_model.pure_fn(x, weights, state, rng)
+    nll = -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    correct = (jnp.argmax(logp, axis=-1) == y).astype(jnp.float32)
+    return jnp.sum(nll * w), jnp.sum(correct * w), jnp.sum(w)
+
+  fn = fastmath.jit(batch_sums)
+  loss = correct = count = 0.0
+  for x, y, w in data_lib.eval_batches(ds, batch_size, preprocess=preprocess):
+    l, a, n = fn(x, y, w, weights, state)
+    loss, correct, count = loss + float(l), correct + float(a), count + float(n)
+  count = int(round(count))
+  return dict(loss=loss / count, accuracy=correct / count,
+              error=1.0 - correct / count, examples=count)
+
+
+def _restored_step(workdir):
+  """The step of trax's checkpoint in `workdir` (0 if none), read safely."""
+  path = os.path.join(workdir, 'model.pkl.gz')
+  if not os.path.exists(path):
+    return 0
+  return int(runio.load_checkpoint_dict(path)['step'])
+
+
+def _progress(total, initial, name, verbose):
+  if not verbose:
+    return _NoBar()
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=initial, desc=name, unit='step',
+              dynamic_ncols=True, leave=True)
+
+
+class _NoBar:
+
+  def update(self, n):
+    del n
+
+  def close(self):
+    pass
+
+
+def _hide_gpus_from_tensorflow():
+  """TF only feeds data here; keep it from reserving the GPU jax trains on."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with contextlib.suppress(RuntimeError):  # already initialised: leave it
+    tf.config.set_visible_devices([], 'GPU')
+
+
+def _versions():
+  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+  out = {}
+  for pkg in ('wrn_trax', 'trax', 'jax', 'jaxlib', 'tensorflow', 'numpy'):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      out[pkg] = None
+  out['python'] = platform.python_version()
+  return out
+
+
+def _device():
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  d = jax.local_devices()[0]
+  kind = getattr(d, 'device_kind', d.platform)
+  return f'{d.platform}: {kind}', int(fastmath.local_device_count())
+
+
+def _peak_host_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_device_mb():
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    stats = jax.local_devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    return None
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 2**20
+
+
+runio.make_callable(__name__, train)
