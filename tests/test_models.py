@@ -222,7 +222,8 @@ def test_bad_builder_arguments(args, match):
 # --------------------------------------------------------------- forward ----
 
 
-@pytest.mark.parametrize('block', models.BLOCKS, ids=models._block_str)  # pylint: disable=protected-access
+# pylint: disable-next=protected-access
+@pytest.mark.parametrize('block', models.BLOCKS, ids=models._block_str)
 def test_forward_each_block(block):
   name = models.Spec('paper', 10, 1, block, 1).name
   model = models.build(name, dropout=0.2)
@@ -265,3 +266,12 @@ def test_dropout_only_in_train_mode():
   e1, e2 = evaluation(x, rng=rng1), evaluation(x, rng=rng2)
   np.testing.assert_array_equal(e1, e2)
   _assert_log_probs(e1, 2)
+
+
+def test_paper_convs_are_he_initialised():
+  """Kernels ~ N(0, 2 / fan_in), as kaiming_normal_ in the paper's code."""
+  conv = models._Conv(64, 3)  # pylint: disable=protected-access
+  kernel = conv.init(shapes.ShapeDtype((1, 8, 8, 64), np.float32))[0]
+  assert kernel.shape == (3, 3, 64, 64)  # no bias
+  assert np.std(kernel) == pytest.approx(math.sqrt(2 / (9 * 64)), rel=0.05)
+  assert abs(np.mean(kernel)) < 0.005

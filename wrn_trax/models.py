@@ -30,8 +30,9 @@ rule; any other depth or width with those blocks follows the general rule.
 `WideResnetPaper` takes N directly for anything else.
 
 `count_params` and `count_flops` need no data: the first initialises the model
-on a `ShapeDtype` under `jax.eval_shape`, the second is analytic. `markdown_table()` (also run by
-`python -m wrn_trax.models`) prints the README's table of the paper's networks.
+on a `ShapeDtype` under `jax.eval_shape`, the second is analytic.
+`markdown_table()` (also run by `python -m wrn_trax.models`) prints the
+README's table of the paper's networks.
 """
 import dataclasses
 import functools
@@ -43,6 +44,7 @@ import jax
 import numpy as np
 import pandas as pd
 import trax
+from trax import fastmath
 from trax import layers as tl
 from trax.models import resnet
 
@@ -120,10 +122,24 @@ def Stock(widen_factor, n_blocks=3, n_classes=10, mode='train'):
 # ---------------------------------------------------------------- paper ----
 
 
+def _HeNormal(shape, rng):
+  """He-normal kernel init, N(0, 2 / fan_in), fan_in = kh * kw * C_in (HWIO).
+
+  As `kaiming_normal_` in the paper's code (He et al. 2015,
+  https://arxiv.org/abs/1502.01852). Written out because trax 1.4.1's
+  `KaimingNormalInitializer` leaves the receptive field out of fan_in for
+  4-d kernels (its `_GetFans` multiplies by it only for 0-d shapes), which
+  would give a 3x3 conv 3x the intended standard deviation.
+  """
+  shape = tuple(int(d) for d in shape)
+  stddev = math.sqrt(2.0 / math.prod(shape[:-1]))
+  return (fastmath.random.normal(rng, shape) * stddev).astype(np.float32)
+
+
 def _Conv(channels, kernel, strides=(1, 1)):
-  """Bias-free square 'SAME' conv, as in the paper's code."""
+  """Bias-free square 'SAME' conv with He-normal kernels (`_HeNormal`)."""
   return tl.Conv(channels, (kernel, kernel), strides, padding='SAME',
-                 use_bias=False)
+                 kernel_initializer=_HeNormal, use_bias=False)
 
 
 def WideResnetPaperBlock(channels, strides=(1, 1), block=(3, 3), dropout=0.0,
@@ -203,7 +219,8 @@ def WideResnetPaper(n_blocks, widen_factor, block=(3, 3), dropout=0.0,
   channels and strides 1, 2, 2; BN-ReLU; global average pooling (any input
   size works); Dense; LogSoftmax. Shortcuts are identities except a 1x1
   projection where the shape changes. For a 2-conv block the depth is
-  6 * n_blocks + 4.
+  6 * n_blocks + 4. Conv kernels are He-normal initialised as in the paper's
+  code; the Dense layer keeps trax's defaults.
 
   Args:
     n_blocks: int >= 1, blocks per group (N).
