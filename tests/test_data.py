@@ -5,8 +5,10 @@ with the real builders (their download step replaced by in-memory examples),
 and downloading is patched to fail loudly.
 """
 import contextlib
+import io
 import os
 import pickle
+import struct
 import tracemalloc
 from unittest import mock
 
@@ -32,15 +34,33 @@ def _small(rng=None, n_train=50, n_test=23, n_classes=5):
       n_classes=n_classes)
 
 
+class _Py2Pickler(pickle._Pickler):  # pylint: disable=protected-access
+  """Writes str and bytes as Python 2 `str` (BINSTRING), as cPickle did.
+
+  The CIFAR "python version" files are Python 2 protocol-2 pickles; Python 3
+  would write bytes through `_codecs.encode`, a global the real files never
+  name, so this pickler reproduces the originals' opcodes.
+  """
+
+  def save_py2_str(self, obj):
+    raw = obj.encode('latin1') if isinstance(obj, str) else obj
+    if len(raw) < 256:
+      self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+    else:
+      self.write(pickle.BINSTRING + struct.pack('<i', len(raw)) + raw)
+    self.memoize(obj)
+
+  dispatch = dict(pickle._Pickler.dispatch)  # pylint: disable=protected-access
+  dispatch[str] = save_py2_str
+  dispatch[bytes] = save_py2_str
+
+
 def _write_cifar_py(folder, files, label_key, rng, n_per_file=4,
-                    numpy_core_alias=False):
-  """Writes CIFAR "python version" batch files.
+                    numpy_core_alias=True):
+  """Writes CIFAR "python version" batch files like the originals.
 
-  Protocol 3, not the originals' Python 2 protocol 2: Python 3 can only write
-  bytes under protocol 2 through `_codecs.encode`, a global the real files
-  never name (their bytes are Python 2 strs). Protocol 3 keeps the same
-  GLOBAL opcodes for numpy's reconstruction helpers.
-
+  With ``numpy_core_alias`` the arrays name `numpy.core.multiarray` (as the
+  originals, pickled with numpy 1.x); else `numpy._core.multiarray` (numpy 2).
   Returns {file name: (images N x 32 x 32 x 3, labels)} of what was written.
   """
   os.makedirs(folder, exist_ok=True)
@@ -49,10 +69,12 @@ def _write_cifar_py(folder, files, label_key, rng, n_per_file=4,
     images = _images(rng, n_per_file)
     labels = rng.integers(0, 10, n_per_file).tolist()
     rows = images.transpose(0, 3, 1, 2).reshape(n_per_file, 3072)
-    blob = pickle.dumps({b'batch_label': b'x', label_key: labels,
-                         b'data': rows, b'filenames': [b'a.png'] * n_per_file},
-                        protocol=3)
-    if numpy_core_alias:  # As files pickled with numpy 1.x name it.
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(
+        {'batch_label': 'training batch', label_key.decode(): labels,
+         'data': rows, 'filenames': ['a.png'] * n_per_file})
+    blob = buf.getvalue()
+    if numpy_core_alias:
       blob = blob.replace(b'numpy._core.multiarray', b'numpy.core.multiarray')
     with open(os.path.join(folder, f), 'wb') as fh:
       fh.write(blob)

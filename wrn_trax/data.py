@@ -54,8 +54,8 @@ _CIFAR_PY = {
     'cifar100': ('cifar-100-python', ('train',), 'test', b'fine_labels'),
 }
 # Number of images per chunk when computing channel statistics, so that the
-# float64 temporaries stay small (~25 MB) however big the split is.
-_STATS_CHUNK = 1024
+# float64 temporaries stay small (~6 MB) however big the split is.
+_STATS_CHUNK = 256
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -408,6 +408,10 @@ def _load_tfds(name, data_dir, svhn_extra, looked):
   tfds_name = _TFDS_NAMES[name]
   if data_dir is not None and not os.path.isdir(data_dir):
     looked.append(f'{data_dir} (does not exist)')
+    raise _not_found(name, data_dir, looked, tfds_name, data_dir)
+  if data_dir is not None and not os.path.isdir(
+      os.path.join(data_dir, tfds_name)):
+    # Nothing to ask TFDS about (and it would log a warning for the miss).
     raise _not_found(name, data_dir, looked, tfds_name, data_dir)
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   root = getattr(builder, '_data_dir_root', None) or data_dir
