@@ -6,9 +6,15 @@ below is added only where jax lacks the name, so an older jax is untouched.
 - `jax.device_put_replicated(x, devices)`: removed in jax 0.8. trax's
   `tl.for_n_devices` calls it to copy weights to every device whenever
   `Loop` trains data-parallel (n_devices > 1: a Kaggle 2xT4, a TPU).
+- `trax.fastmath.tree_unflatten(..., copy_from_tree=[None, ()])`, which
+  `Loop.load_checkpoint` calls to restore optimizer slots, tests `tree in
+  copy_from_tree`; that compares a jax Array with `()`, which jax >= 0.4.3x
+  rejects with a TypeError. Resuming any run hits it.
 - `jax.host_count()`: still an alias of `jax.process_count()` that warns;
   `_quiet` filters that warning.
 """
+import sys
+
 import jax
 import numpy as np
 
@@ -27,9 +33,44 @@ def _device_put_replicated(x, devices):
       np.broadcast_to(x[None], (len(devices),) + x.shape), sharding)
 
 
+def _in(tree, candidates):
+  """`tree in candidates` without asking a jax Array to compare with ()."""
+  if hasattr(tree, 'shape'):
+    return any(tree is c for c in candidates)
+  return tree in candidates
+
+
+def _safe_tree_unflatten(flat, tree, copy_from_tree=None):
+  """trax.fastmath.numpy.tree_unflatten with an array-safe membership test."""
+  if copy_from_tree is not None and _in(tree, copy_from_tree):
+    return tree, flat
+  if isinstance(tree, (list, tuple)):
+    new_tree, rest = [], flat
+    for t in tree:
+      new_t, rest = _safe_tree_unflatten(rest, t, copy_from_tree)
+      new_tree.append(new_t)
+    return (tuple(new_tree) if isinstance(tree, tuple) else new_tree), rest
+  if isinstance(tree, dict):
+    new_tree, rest = {}, flat
+    for k in tree:
+      new_tree[k], rest = _safe_tree_unflatten(rest, tree[k], copy_from_tree)
+    return new_tree, rest
+  return flat[0], flat[1:]
+
+
 def patch_jax():
+  """Installs the shims above; each only where it is needed."""
   if not hasattr(jax, 'device_put_replicated'):
     jax.device_put_replicated = _device_put_replicated
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  # The module file, not the `fastmath.numpy` backend proxy of the same name.
+  trax_numpy = sys.modules['trax.fastmath.numpy']
+  try:
+    trax_numpy.tree_unflatten(
+        [], jax.numpy.zeros(()), copy_from_tree=[None, ()])
+  except TypeError:
+    trax_numpy.tree_unflatten = _safe_tree_unflatten
+    fastmath.tree_unflatten = _safe_tree_unflatten
 
 
 def _pmap_sharding(n_devices):

@@ -248,6 +248,9 @@ class _Run:
       loop = self._build_loop(ds)
     _compat.spread_optimizer_state(loop)
     start_step = loop.step
+    if start_step and self.verbose:
+      print(f'{self.workdir}: resuming from the checkpoint at step '
+            f'{start_step} of {c["steps"]}')
     # Keep only the metrics up to the restored checkpoint: a kill after the
     # checkpoint leaves lines that the resumed run writes again.
     rows = [r for r in runio.read_jsonl(self.metrics_path)

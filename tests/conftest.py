@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests run offline on data they make or on `digits`."""
+import os
+import sys
+
+import pytest
+
+# Tests pin TF/jax to the CPU and keep XLA to the cores it is given.
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import wrn_trax  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def subprocess_env():
+  """The environment for a child Python that imports this checkout."""
+  env = dict(os.environ)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  env['PYTHONUNBUFFERED'] = '1'
+  return env
+
+
+@pytest.fixture
+def python():
+  return sys.executable
