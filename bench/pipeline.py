@@ -98,7 +98,8 @@ def main(argv=None):
   parser.add_argument('--rounds', type=int, default=5,
                       help='interleaved rounds per pipeline (default: 5)')
   parser.add_argument('--batches', type=int, default=100,
-                      help='batches timed per pipeline per round (default: 100)')
+                      help='batches timed per pipeline and round '
+                      '(default: 100)')
   parser.add_argument('--no-pin', action='store_true',
                       help='do not pin the process to CPU core 0')
   args = parser.parse_args(argv)

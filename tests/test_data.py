@@ -313,8 +313,11 @@ def test_pickle_of_other_globals_is_refused(tmp_path):
 @pytest.mark.parametrize('name, tfds_name', [('cifar10', 'cifar10'),
                                              ('cifar100', 'cifar100'),
                                              ('svhn', 'svhn_cropped')])
-def test_offline_empty_dir_gives_clear_error(tmp_path, name, tfds_name):
+@pytest.mark.parametrize('stub', [False, True])
+def test_offline_empty_dir_gives_clear_error(tmp_path, name, tfds_name, stub):
   (tmp_path / 'unrelated.txt').write_text('x')
+  if stub:  # An unprepared TFDS folder: asks TFDS, which must not download.
+    (tmp_path / tfds_name / '1.0.0').mkdir(parents=True)
   with _no_download(), pytest.raises(data.DataNotFoundError) as err:
     data.load(name, data_dir=tmp_path)
   msg = str(err.value)
@@ -325,6 +328,15 @@ def test_offline_empty_dir_gives_clear_error(tmp_path, name, tfds_name):
     assert 'Kaggle' in msg
     assert ('cifar-10-batches-py' if name == 'cifar10' else
             'cifar-100-python') in msg
+
+
+def test_default_tfds_dir_never_downloads():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if tfds.builder('cifar100').is_prepared():
+    pytest.skip('cifar100 is prepared in the default TFDS dir here')
+  with _no_download(), pytest.raises(data.DataNotFoundError,
+                                     match='cifar100.*download=False'):
+    data.load('cifar100')
 
 
 def test_missing_data_dir_gives_clear_error(tmp_path):
@@ -483,7 +495,7 @@ def test_crop_flip_non_square_and_bad_pad():
 
 
 def test_cifar_train_stream_is_the_per_example_definition():
-  """The 'cifar' stream = shuffle, then per-example crop/flip with the same draws, then standardize."""
+  """'cifar' = shuffle, per-example crop/flip (same draws), standardize."""
   ds = _small()
   shuffle_seed, augment_seed = data._seeds(11)  # pylint: disable=protected-access
   stream = data.train_batches(ds, 16, preprocess='cifar', seed=11)

@@ -34,7 +34,6 @@ import pickle
 
 import numpy as np
 
-import wrn_trax  # pylint: disable=unused-import  (quiet TF/gym imports first)
 
 
 DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn')
@@ -192,7 +191,8 @@ def from_arrays(train_images, train_labels, test_images, test_labels,
   top = int(max(train_labels.max(), test_labels.max()))
   if n_classes is None:
     n_classes = top + 1
-  if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+  if (isinstance(n_classes, bool) or
+      not isinstance(n_classes, (int, np.integer))):
     raise ValueError(f'n_classes must be an int, got {n_classes!r}.')
   n_classes = int(n_classes)
   if n_classes < 1:
@@ -327,7 +327,8 @@ def _find_cifar_python(name, data_dir, looked):
   """Returns the CIFAR batch folder inside data_dir, or None; notes where."""
   folder, train_files, test_file, _ = _CIFAR_PY[name]
   candidates = [data_dir, os.path.join(data_dir, folder)]
-  candidates += sorted(glob.glob(os.path.join(glob.escape(data_dir), '*', folder)))
+  candidates += sorted(
+      glob.glob(os.path.join(glob.escape(data_dir), '*', folder)))
   for candidate in candidates:
     looked.append(os.path.join(candidate, test_file))
     if all(os.path.isfile(os.path.join(candidate, f))
@@ -484,8 +485,9 @@ def _check_preprocess(preprocess):
   return preprocess
 
 
-def BatchArrays(images, labels, batch_size, *, shuffle=True, seed=0,  # pylint: disable=invalid-name
-                repeat=True, pad_last=False):
+def BatchArrays(  # pylint: disable=invalid-name
+    images, labels, batch_size, *, shuffle=True, seed=0, repeat=True,
+    pad_last=False):
   """A trax.data source of whole batches sliced from in-memory arrays.
 
   Replaces ``TFDS -> Shuffle -> Batch`` for data held in memory. With
@@ -586,7 +588,7 @@ def crop_flip_example(image, offset_y, offset_x, flip, pad=CIFAR_PAD):
 
 @functools.lru_cache(maxsize=16)
 def _reflect_index(size, pad):
-  """Source index of each position of a reflect-padded axis (numpy 'reflect')."""
+  """Source index of each position of a reflect-padded axis (np.pad reflect)."""
   return np.concatenate([np.arange(pad, 0, -1), np.arange(size),
                          np.arange(size - 2, size - 2 - pad, -1)])
 
