@@ -238,7 +238,10 @@ class _Run:
         model, [task], eval_model=self.eval_model, eval_tasks=[eval_task],
         output_dir=self.workdir,
         eval_at=lambda s: s == 1 or s % every == 0 or s == steps,
-        checkpoint_at=lambda s: s % c['checkpoint_every'] == 0 or s == steps,
+        # _train saves checkpoints itself, after the step's evals are logged
+        # and written to metrics.jsonl (Loop saves before its evals, so a
+        # kill right after a checkpoint would lose that step's log lines).
+        checkpoint_at=lambda s: False,
         n_devices=n_devices, random_seed=c['seed'])
 
   def _train(self, ds):
@@ -262,7 +265,7 @@ class _Run:
     n_params = models.count_params(c['model'], n_classes=ds.n_classes)
     flops = models.count_flops(c['model'], input_shape=tuple(c['image_shape']),
                                n_classes=ds.n_classes)
-    chunk = max(1, min(c['eval_every'], c['checkpoint_every'], 100))
+    periods = (c['eval_every'], c['checkpoint_every'], 100)
     step_times = []
     t_start = time.time()
     bar = _progress(steps, start_step, c['run_name'], self.verbose)
@@ -271,8 +274,8 @@ class _Run:
       while loop.step < steps:
         if loop.step == start_step:
           n = 1  # compiles; timed apart from the steady state
-        else:
-          n = min(chunk - loop.step % chunk, steps - loop.step)
+        else:  # up to the next eval, checkpoint or 100-step mark
+          n = min(min(p - loop.step % p for p in periods), steps - loop.step)
         t0 = time.time()
         with contextlib.redirect_stdout(out):
           loop.run(n)
@@ -283,6 +286,9 @@ class _Run:
         elapsed = seconds0 + time.time() - t_start
         new_rows = self._history_rows(loop, logged, elapsed, step_times)
         runio.append_jsonl(self.metrics_path, new_rows)
+        if loop.step % c['checkpoint_every'] == 0 or loop.step == steps:
+          with contextlib.redirect_stdout(out):
+            loop.save_checkpoint('model')
         if not optim.tree_all_finite(loop.model.weights) or any(
             not np.isfinite(r['loss']) for r in new_rows):
           status = 'diverged'
