@@ -12,6 +12,7 @@ import pickle
 import sys
 import tempfile
 import types
+import warnings
 
 
 def write_json(path, obj):
@@ -32,20 +33,24 @@ def read_json_or_none(path):
 
 
 def read_jsonl(path):
-  """The rows of a JSON-lines file; a torn (unparseable) line is skipped."""
-  rows = []
+  """The rows of a JSON-lines file; [] if there is none.
+
+  Training appends one line per logged step, so a process killed mid-write
+  leaves a truncated last line: it is dropped silently. An unparseable line
+  elsewhere is dropped with a warning.
+  """
   try:
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue
+    with open(path, encoding='utf-8', errors='replace') as f:
+      lines = [line for line in f.read().splitlines() if line.strip()]
   except FileNotFoundError:
-    pass
+    return []
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i != len(lines) - 1:
+        warnings.warn(f'{path}: skipping unparsable line {i + 1}')
   return rows
 
 
@@ -76,14 +81,20 @@ def _default(x):
   raise TypeError(f'not JSON serialisable: {type(x).__name__}')
 
 
-def write_text(path, text):
-  """Writes `text` to `path` atomically (temp file + rename)."""
+def write_atomic(path, write):
+  """Calls write(binary file) on a temp file beside `path`, then renames it.
+
+  Readers never see a half-written file, and a failed write leaves the old
+  one in place. Returns `path` as a string.
+  """
+  path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path),
+                             suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -91,6 +102,12 @@ def write_text(path, text):
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+  return path
+
+
+def write_text(path, text):
+  """Writes `text` to `path` atomically (temp file + rename)."""
+  return write_atomic(path, lambda f: f.write(text.encode('utf-8')))
 
 
 # trax's model.pkl.gz is a pickle: a dict of the step, the history, flattened
