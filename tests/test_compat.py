@@ -44,3 +44,29 @@ def test_device_put_replicated_shim():
   x = _compat._device_put_replicated(np.arange(4.0), jax.local_devices()[:1])  # pylint: disable=protected-access
   assert x.shape == (1, 4)
   np.testing.assert_array_equal(np.asarray(x)[0], np.arange(4.0))
+
+
+def test_optimizer_slots_move_to_the_training_device():
+  """trax pins slots to the host CPU; on a GPU the step would run there."""
+  import trax  # pylint: disable=g-import-not-at-top
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  from trax.supervised import training  # pylint: disable=g-import-not-at-top
+
+  def batches():
+    while True:
+      yield (np.ones((4, 3), np.float32), np.zeros((4,), np.int32),
+             np.ones((4,), np.float32))
+
+  task = training.TrainTask(batches(), tl.CrossEntropyLoss(),
+                            trax.optimizers.Momentum(0.1))
+  loop = training.Loop(tl.Serial(tl.Dense(2), tl.LogSoftmax()), [task],
+                       random_seed=0)
+  trainer = loop._trainer_per_task[0]  # pylint: disable=protected-access
+  leaves = jax.tree_util.tree_leaves(trainer._slots)  # pylint: disable=protected-access
+  assert leaves and all(x.devices() == {jax.devices('cpu')[0]} for x in leaves)
+  _compat.spread_optimizer_state(loop)
+  for x in jax.tree_util.tree_leaves(
+      (trainer._slots, trainer._opt_params)):  # pylint: disable=protected-access
+    assert x.devices() == {jax.devices()[0]}
+  loop.run(2)
+  assert loop.step == 2

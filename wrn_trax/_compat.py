@@ -80,20 +80,23 @@ def _pmap_sharding(n_devices):
 
 
 def spread_optimizer_state(loop):
-  """Moves a data-parallel Loop's optimizer slots onto its devices.
+  """Moves a Loop's optimizer slots and params onto the devices it trains on.
 
-  trax's Trainer replicates the slots and then pins them to the host CPU with
-  `tl.on_cpu`. Old jax's pmap copied such arrays to the devices on each call;
-  jax 0.10's pmap is a jit with fixed input shardings and refuses an array
-  committed to one device. Placing the replicated slots (and optimizer
-  params) with the pmap's own sharding once, before the first step, is what
-  the old pmap did on the first call.
+  trax's Trainer builds the slots (and optimizer params such as the learning
+  rate) and pins them to the host with `tl.on_cpu`. On today's jax an array
+  pinned to a device is "committed", and a jitted step runs where its
+  committed arguments are: with one GPU the whole train step would run on
+  the CPU. With several devices, jax 0.10's pmap is a jit with fixed input
+  shardings and refuses the host-pinned arrays outright. Placing them once,
+  before the first step, on the default device (one device) or with the
+  pmap's sharding (several) is what the old jax did on the first call.
   """
   n = loop.n_devices
-  if n <= 1:
-    return
-  sharding = _pmap_sharding(n)
-  put = lambda x: jax.device_put(x, sharding) if hasattr(x, 'shape') and x.ndim else x
+  if n > 1:
+    target = _pmap_sharding(n)
+  else:
+    target = jax.devices()[0]  # the default backend: the GPU/TPU if any
+  put = lambda x: jax.device_put(x, target) if hasattr(x, 'shape') else x
   for trainer in loop._trainer_per_task:  # pylint: disable=protected-access
     trainer._slots = jax.tree_util.tree_map(put, trainer._slots)  # pylint: disable=protected-access
     trainer._opt_params = jax.tree_util.tree_map(put, trainer._opt_params)  # pylint: disable=protected-access
