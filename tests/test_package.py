@@ -32,10 +32,10 @@ def test_users_own_warnings_still_show(python, subprocess_env):
 
 
 def test_help_of_every_command(python, subprocess_env):
-  r = _run(python, subprocess_env, '-m', 'wrn_trax', '--help')
-  assert r.returncode == 0 and r.stderr == ''
+  top = _run(python, subprocess_env, '-m', 'wrn_trax', '--help')
+  assert top.returncode == 0 and top.stderr == ''
   for command in ('models', 'data', 'train', 'sweep', 'report'):
-    assert command in r.stdout
+    assert command in top.stdout
     r = _run(python, subprocess_env, '-m', 'wrn_trax', command, '--help')
     assert r.returncode == 0, r.stderr
     assert r.stderr == ''
@@ -68,12 +68,18 @@ def test_cli_errors_are_one_clear_line(python, subprocess_env, tmp_path, args,
   assert not (tmp_path / 'runs').exists()
 
 
-def test_cli_train_then_report(python, subprocess_env, tmp_path):
+def test_cli_train_sweep_then_report(python, subprocess_env, tmp_path):
   r = _run(python, subprocess_env, '-m', 'wrn_trax', 'train', '--model',
            'WRN-10-1', '--recipe', 'smoke', '--steps', '6', '--set',
            'eval_every=3', '--workdir', 'runs/a', '--quiet', cwd=tmp_path)
   assert r.returncode == 0, r.stderr
   assert '"status": "done"' in r.stdout
+  r = _run(python, subprocess_env, '-m', 'wrn_trax', 'sweep', '--family',
+           'paper', '--depths', '10', '--widen-factors', '2', '--dataset',
+           'digits', '--recipe', 'smoke', '--steps', '4', '--set',
+           'eval_every=2', '--quiet', cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert re.search(r'\| *WRN-10-2 *\|', r.stdout), r.stdout
   r = _run(python, subprocess_env, '-m', 'wrn_trax', 'report', '--root',
            'runs', '--out', 'results', cwd=tmp_path)
   assert r.returncode == 0, r.stderr

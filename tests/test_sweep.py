@@ -140,6 +140,10 @@ def test_a_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path,
   assert list(frame['status']) == ['failed', 'done']
   assert 'out of memory (simulated)' in frame['reason'][0]
   assert frame['test_error'][1] < 1.0
+  # The sweep's frame feeds the report as load_runs' frame does.
+  table = wrn_trax.report.summarize(frame, paper=False)
+  assert list(table['n_failed']) == [1, 0] and list(table['n_done']) == [0, 1]
+  assert 'WRN-10-2' in wrn_trax.report.format_table(table)
 
 
 def test_ray_executor_runs_two_members_in_parallel(tmp_path):

@@ -226,6 +226,8 @@ def members_frame(workdirs, summaries):
            if not isinstance(v, (dict, list))}
     row['run'] = os.path.basename(workdir)
     row.update(summary)
+    error = summary.get('test_error')
+    row['error_pct'] = None if error is None else 100.0 * error
     rows.append(row)
   return pd.DataFrame(rows)
 
