@@ -293,7 +293,7 @@ def _paper_table(paper):
   if paper is None:
     try:
       from wrn_trax import models  # pylint: disable=g-import-not-at-top
-      paper = models.paper_networks()
+      paper = models.paper_networks(counts=False)  # the figures only: fast
     except Exception as e:  # pylint: disable=broad-except
       warnings.warn('paper figures unavailable (wrn_trax.models.'
                     f'paper_networks() failed: {e!r}); paper_error_pct is NaN')
@@ -550,6 +550,9 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
   data = data.merge(runs, on='run', how='inner', suffixes=('', '_run'))
   scale = 100.0 if metric == 'error' else 1.0
   color_of = _colors(data['widen_factor']) if 'widen_factor' in data else {}
+  # Colour tells the width; the line style tells the family apart.
+  families = sorted(data['family'].dropna().unique()) if 'family' in data else []
+  style_of = dict(zip(families, ['-', '--', ':', '-.']))
   if aggregate:
     keys = [k for k in CONFIG_KEYS if k in data.columns]
     lines = (data.groupby(keys + ['step'], dropna=False)['value'].median()
@@ -570,7 +573,8 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
       first = names[names['run'] == first['run']].iloc[0]
     label = _label(first, legend_columns) or str(first.get('model', ''))
     ax.plot(line['step'], scale * line['value'], label=label,
-            color=color_of.get(first.get('widen_factor')))
+            color=color_of.get(first.get('widen_factor')),
+            linestyle=style_of.get(first.get('family'), '-'))
   ax.set_xlabel('step')
   ax.set_ylabel(f'{split} {metric}' + (' (%)' if metric == 'error' else ''))
   if metric == 'loss':
@@ -686,6 +690,12 @@ def plot_error_vs_params(runs, ax=None):
   label_columns = _errorbars(ax, 'params_M', stats, 'error_pct', _SERIES_KEYS,
                              annotate='model' if 'model' in stats else None)
   ax.set_xscale('log')
+  # Under a decade of range, matplotlib labels the minor log ticks as
+  # overlapping "3x10^-1"; plain labels at 1, 2 and 5 x 10^n read better.
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel('parameters (millions)')
   ax.set_ylabel('test error (%)')
   _legend(ax, runs[runs['status'] == 'done'], label_columns)
