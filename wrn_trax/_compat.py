@@ -100,3 +100,9 @@ def spread_optimizer_state(loop):
   for trainer in loop._trainer_per_task:  # pylint: disable=protected-access
     trainer._slots = jax.tree_util.tree_map(put, trainer._slots)  # pylint: disable=protected-access
     trainer._opt_params = jax.tree_util.tree_map(put, trainer._opt_params)  # pylint: disable=protected-access
+    # The weights and state come out of the first step committed to the
+    # device; fresh from init they are not, and jit compiles the step once
+    # for each placement. Committing them now saves that second compile.
+    model = trainer.accelerated_model_with_loss
+    model.weights = jax.tree_util.tree_map(put, model.weights)
+    model.state = jax.tree_util.tree_map(put, model.state)
