@@ -8,7 +8,6 @@ importable.
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -43,20 +42,17 @@ def machine():
               python=platform.python_version(), jax=jax.__version__)
 
 
+# The same measures train() writes into summary.json.
 def peak_host_mb():
-  """Peak resident memory of this process so far, MB (Linux: KB units)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  """Peak resident memory of this process so far, MB."""
+  from wrn_trax import train  # pylint: disable=g-import-not-at-top
+  return train._peak_host_mb()  # pylint: disable=protected-access
 
 
 def peak_device_mb():
   """Peak device memory in MB where the backend reports it (None on CPU)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  try:
-    stats = jax.local_devices()[0].memory_stats() or {}
-  except Exception:  # pylint: disable=broad-except
-    return None
-  peak = stats.get('peak_bytes_in_use')
-  return None if peak is None else peak / 2**20
+  from wrn_trax import train  # pylint: disable=g-import-not-at-top
+  return train._peak_device_mb()  # pylint: disable=protected-access
 
 
 # --------------------------------------------------------------------- data
