@@ -132,7 +132,7 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
     summaries = _run_local(members, verbose)
   else:
     summaries = _run_ray(members, address, verbose)
-  frame = members_frame([w for w, _ in members], summaries)
+  frame = members_frame(members, summaries)
   _write_csv(frame, os.path.join(root, 'sweep.csv'))
   return frame
 
@@ -217,11 +217,18 @@ def _run_member_abs(cwd, kwargs, verbose):
   return _run_member(kwargs, verbose)
 
 
-def members_frame(workdirs, summaries):
-  """One row per run: its config.json fields, then its summary fields."""
+def members_frame(members, summaries):
+  """One row per run: its config fields, then its summary fields.
+
+  The config is the run folder's config.json, or, for a member that failed
+  before writing one, the config it was planned with.
+  """
   rows = []
-  for workdir, summary in zip(workdirs, summaries):
-    config = runio.read_json_or_none(os.path.join(workdir, 'config.json')) or {}
+  for (workdir, kwargs), summary in zip(members, summaries):
+    config = runio.read_json_or_none(os.path.join(workdir, 'config.json'))
+    if config is None:
+      config = train_lib.make_config(
+          **{k: v for k, v in kwargs.items() if k != 'workdir'})
     row = {k: v for k, v in config.items()
            if not isinstance(v, (dict, list))}
     row['run'] = os.path.basename(workdir)
