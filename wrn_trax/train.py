@@ -73,17 +73,14 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
   if spec.family == 'stock' and r['dropout']:
     raise ValueError('stock WideResnet has no dropout; use a paper-family '
                      f'model (e.g. {model.replace("stock-", "")}) for dropout')
-  user_overrides = {k: v for k, v in overrides.items() if k != 'steps'}
-  if steps is not None:
-    user_overrides['steps'] = int(steps)
   return dict(
-      run_name=default_run_name(model, dataset, recipe, seed, user_overrides),
+      run_name=default_run_name(model, dataset, recipe, seed, overrides),
       model=model, family=spec.family, depth=spec.depth,
       widen_factor=spec.widen_factor,
       block='B(' + ','.join(str(b) for b in spec.block) + ')',
       blocks_per_group=spec.blocks_per_group,
       dataset=dataset, recipe=recipe, seed=int(seed), data_dir=data_dir,
-      overrides=user_overrides, **r)
+      overrides=overrides, **r)
 
 
 def check_same_run(old, new, workdir):
