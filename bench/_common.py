@@ -104,12 +104,12 @@ def build_loop(run, ds):
   """The trax Loop of `run`, built by `_Run._build_loop` itself (not a copy)."""
   import contextlib  # pylint: disable=g-import-not-at-top
   import io  # pylint: disable=g-import-not-at-top
-  from wrn_trax import _compat  # pylint: disable=g-import-not-at-top
   from wrn_trax import runio  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
   with contextlib.redirect_stdout(io.StringIO()), \
       runio.restricted_checkpoints():
     loop = run._build_loop(ds)  # pylint: disable=protected-access
-  _compat.spread_optimizer_state(loop)
+  train_lib.ready_loop(loop)
   return loop
 
 

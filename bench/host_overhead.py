@@ -18,8 +18,10 @@ Reports, in interleaved rounds:
 * the parts, each timed alone: one batch of our pipeline, `loop.new_rng()`,
   the rest of Loop's per-step work, opening/closing the summary writers,
   `_history_rows`, `optim.tree_all_finite`;
-* candidate fixes, monkeypatched and timed against the stock code in the
-  same rounds (see `FIXES`);
+* the variants in `VARIANTS`, each its own Loop, timed in the same rounds:
+  trax's own `Trainer.one_step` (the code before the fix) against `train`'s
+  default (`train.LIGHT_STEP`: `_compat._one_step_one_device`), and a
+  jitted NaN check;
 * a cProfile of one chunk (top functions by own time), with --profile.
 
 Usage::
@@ -129,8 +131,13 @@ def parts(path, ds, batch, reps):
 # ------------------------------------------------------------------ fixes
 
 
+_FAST_ALL_FINITE = []
+
+
 def _fast_all_finite():
   """NaN check as one jitted reduction over all leaves, one host sync."""
+  if _FAST_ALL_FINITE:  # one jitted function, so it compiles once
+    return _FAST_ALL_FINITE[0]
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -140,14 +147,40 @@ def _fast_all_finite():
               if jnp.issubdtype(x.dtype, jnp.floating)]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
-  return lambda tree: bool(finite(tree))
+  _FAST_ALL_FINITE.append(lambda tree: bool(finite(tree)))
+  return _FAST_ALL_FINITE[0]
+
+
+# Each variant is a Loop built with these `wrn_trax.train` settings (plus, for
+# 'jit_all_finite', `_fast_all_finite` as the NaN check); all are timed in
+# the same rounds on loop.run(100) chunks. 'train default' is what `train`
+# does; "trax's one_step" is the code before the host-overhead fix.
+VARIANTS = {
+    "trax's one_step": dict(LIGHT_STEP=False),
+    'train default (light one_step)': dict(LIGHT_STEP=True),
+    'train default + jit_all_finite': dict(LIGHT_STEP=True),
+}
 
 
 @contextlib.contextmanager
-def patched(fix):
-  """Applies one candidate fix to the wrn_trax modules while inside."""
+def settings(**values):
+  """Sets `wrn_trax.train` module settings while inside."""
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+  saved = {k: getattr(train_lib, k) for k in values}
+  for k, v in values.items():
+    setattr(train_lib, k, v)
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      setattr(train_lib, k, v)
+
+
+@contextlib.contextmanager
+def patched(variant):
+  """The NaN check of a variant, while inside."""
   from wrn_trax import optim  # pylint: disable=g-import-not-at-top
-  if fix == 'jit_all_finite':
+  if variant.endswith('jit_all_finite'):
     saved = optim.tree_all_finite
     optim.tree_all_finite = _fast_all_finite()
     try:
@@ -156,9 +189,6 @@ def patched(fix):
       optim.tree_all_finite = saved
   else:
     yield
-
-
-FIXES = ('stock', 'jit_all_finite')
 
 
 def main(argv=None):
@@ -170,18 +200,24 @@ def main(argv=None):
   path.chunk(1)
   path.chunk(2)
   build_s = time.perf_counter() - t0
+  variant_paths = {}
+  for name, values in VARIANTS.items():
+    with settings(**values):
+      variant_paths[name] = noop_path(args.model, ds, args.batch, recipe)
+    with patched(name):
+      variant_paths[name].chunk(1)
+      variant_paths[name].chunk(100)  # a patched NaN check compiles here
   per_step = {n: [] for n in args.chunks}
   part_rounds = []
-  fix_rounds = {f: [] for f in FIXES}
+  fix_rounds = {f: [] for f in VARIANTS}
   for _ in range(args.rounds):
     for n in args.chunks:
       k = max(1, args.steps // n)
       per_step[n].append(sum(path.chunk(n) for _ in range(k)) / (k * n))
     part_rounds.append(parts(path, ds, args.batch, args.reps))
-    for fix in FIXES:
-      with patched(fix):
-        path.chunk(100)  # first call of a patched function compiles
-        fix_rounds[fix].append(path.chunk(100) / 100)
+    for name, vpath in variant_paths.items():
+      with patched(name):
+        fix_rounds[name].append(vpath.chunk(100) / 100)
 
   info = _common.machine()
   print(f'machine: {info["cpu"]}, {info["nproc"]} CPUs, {info["device"]}; '
@@ -200,7 +236,7 @@ def main(argv=None):
   print()
   rows = [[fix, _common.fmt_spread(_common.spread(
       np.array(v) * 1e3), 3)] for fix, v in fix_rounds.items()]
-  print(_common.markdown_table(['fix (loop.run(100) chunks)',
+  print(_common.markdown_table(['variant (loop.run(100) chunks)',
                                 'ms per step, median (min–max)'], rows))
   profile_text = None
   if args.profile:

@@ -3,6 +3,7 @@ import subprocess
 
 import jax
 import numpy as np
+import pytest
 
 from wrn_trax import _compat
 
@@ -73,3 +74,95 @@ def test_optimizer_slots_move_to_the_training_device():
   loop.run(3)
   assert loop.step == 3
   assert step_fn._cache_size() == 1  # pylint: disable=protected-access
+
+
+# ------------------------------------------- the lighter single-device step
+
+
+def _layers(layer):
+  yield layer
+  for sub in layer.sublayers:
+    yield from _layers(sub)
+
+
+def _same_tree(a, b):
+  la, ta = jax.tree_util.tree_flatten(a)
+  lb, tb = jax.tree_util.tree_flatten(b)
+  assert ta == tb
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _shared_dense_model():
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  dense = tl.Dense(4)
+  return tl.Serial(tl.Dense(4), tl.BatchNorm(axis=(0,)), dense, tl.Relu(), dense,
+                   tl.Residual(tl.Dense(4), tl.Dropout(0.5)), tl.LogSoftmax())
+
+
+@pytest.mark.parametrize('build', [
+    _shared_dense_model,
+    lambda: __import__('wrn_trax').models.build('WRN-10-1', n_classes=3,
+                                                mode='train'),
+    lambda: __import__('wrn_trax').models.build('stock-WRN-10-1', n_classes=3,
+                                                mode='train'),
+], ids=['shared-weights', 'paper', 'stock'])
+@pytest.mark.parametrize('name', ['weights', 'state'])
+def test_assign_leaves_every_layer_as_traxs_setter_does(build, name):
+  from trax import shapes  # pylint: disable=g-import-not-at-top
+  from trax.layers import base  # pylint: disable=g-import-not-at-top
+  shape = (2, 32, 32, 3) if build is not _shared_dense_model else (2, 4)
+  sig = shapes.ShapeDtype(shape, np.float32)
+  by_trax, by_ours = build(), build()
+  by_trax.init(sig, rng=jax.random.PRNGKey(0))
+  by_ours.init(sig, rng=jax.random.PRNGKey(0))
+  if build is _shared_dense_model and name == 'weights':  # trax's fallback
+    assert base.GET_WEIGHTS_FROM_CACHE in by_trax._weights  # pylint: disable=protected-access
+  new = jax.tree_util.tree_map(lambda x: x + 1,
+                               getattr(by_trax, name))
+  setattr(by_trax, name, new)
+  _compat._assign(by_ours, name, new)  # pylint: disable=protected-access
+  attr = '_' + name
+  pairs = list(zip(_layers(by_trax), _layers(by_ours)))
+  assert len(pairs) > 5
+  for a, b in pairs:
+    _same_tree(getattr(a, attr), getattr(b, attr))
+  _same_tree(getattr(by_trax, name), getattr(by_ours, name))
+
+
+def test_light_step_trains_exactly_as_traxs_one_step():
+  import trax  # pylint: disable=g-import-not-at-top
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  from trax.supervised import training  # pylint: disable=g-import-not-at-top
+  from wrn_trax import models  # pylint: disable=g-import-not-at-top
+
+  def batches():
+    rng = np.random.default_rng(0)
+    while True:
+      yield (rng.normal(size=(4, 32, 32, 3)).astype(np.float32),
+             rng.integers(0, 3, 4).astype(np.int32), np.ones(4, np.float32))
+
+  def loop(light):
+    task = training.TrainTask(batches(), tl.CrossEntropyLoss(),
+                              trax.optimizers.Momentum(0.05),
+                              lr_schedule=lambda step: 0.05 / step)
+    lp = training.Loop(models.build('WRN-10-1', n_classes=3, dropout=0.3,
+                                    mode='train'), [task], random_seed=7)
+    _compat.spread_optimizer_state(lp)
+    if light:
+      _compat.lighten_steps(lp)
+    return lp
+
+  stock, light = loop(False), loop(True)
+  trainer = light._trainer_per_task[0]  # pylint: disable=protected-access
+  assert trainer.one_step.__func__ is _compat._one_step_one_device  # pylint: disable=protected-access
+  assert stock._trainer_per_task[0].one_step.__func__ is not (  # pylint: disable=protected-access
+      _compat._one_step_one_device)  # pylint: disable=protected-access
+  stock.run(3)
+  light.run(3)
+  _same_tree(stock.model.weights, light.model.weights)
+  _same_tree(stock.model.state, light.model.state)
+  _same_tree(stock._trainer_per_task[0].slots, trainer.slots)  # pylint: disable=protected-access
+  assert (stock.history.get('train', 'metrics/CrossEntropyLoss') ==
+          light.history.get('train', 'metrics/CrossEntropyLoss'))
+  assert trainer._accelerated_update_fn._cache_size() == 1  # pylint: disable=protected-access

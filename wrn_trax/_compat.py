@@ -106,3 +106,89 @@ def spread_optimizer_state(loop):
     model = trainer.accelerated_model_with_loss
     model.weights = jax.tree_util.tree_map(put, model.weights)
     model.state = jax.tree_util.tree_map(put, model.state)
+
+
+# ------------------------------------------------- per-step host work (speed)
+#
+# These change no result; they only take work off the host between device
+# steps (see bench/host_overhead.py for the figures).
+
+
+def _assign(layer, name, value):
+  """`layer.<name> = value` for 'weights' or 'state', without the overhead.
+
+  trax's `Layer.weights`/`Layer.state` setters recurse through every
+  sublayer, each assignment passing through `Layer.__setattr__`'s typo check
+  and rebuilding the combinator's cache-marker list; per training step that
+  costs about as much host time as the rest of the Loop together. This walk
+  does the same writes directly. Layers whose class overrides the setter,
+  and values carrying trax's weight-sharing cache markers, go through trax's
+  own setter, so the result is always what trax's setter leaves.
+  """
+  from trax.layers import base  # pylint: disable=g-import-not-at-top
+  prop = getattr(base.Layer, name)
+  marker = (base.GET_WEIGHTS_FROM_CACHE if name == 'weights'
+            else base.GET_STATE_FROM_CACHE)
+  attr = '_' + name
+  set_ = object.__setattr__
+
+  def walk(layer, value):
+    if getattr(type(layer), name) is not prop:
+      setattr(layer, name, value)  # an overriding setter: trax's own path
+      return
+    if isinstance(value, dict) and value == marker:
+      return
+    subs = layer._sublayers  # pylint: disable=protected-access
+    if not subs:
+      set_(layer, attr, value)
+      return
+    if (not isinstance(value, (list, tuple)) or len(value) != len(subs) or
+        any(isinstance(v, dict) and v == marker for v in value)):
+      prop.fset(layer, value)  # shared weights or a bad length: trax's path
+      return
+    set_(layer, attr, [None] * len(subs))
+    for sub, v in zip(subs, value):
+      walk(sub, v)
+
+  walk(layer, value)
+
+
+def _one_step_one_device(self, batch, rng, step=0, learning_rate=None):
+  """trax `Trainer.one_step` for one device, with `_assign` for the writes.
+
+  The same calls in the same order as trax 1.4.1's `one_step` with
+  n_devices == 1 (where `for_n_devices`, `reshape_by_device` and
+  `_unreplicate` are identities), less its vlog-only logging.
+  """
+  if learning_rate is not None:
+    self._opt_params['learning_rate'] = learning_rate  # pylint: disable=protected-access
+  acc = self._accelerated_model_with_loss  # pylint: disable=protected-access
+  (new_weights, new_slots), new_state, stats = self._accelerated_update_fn(  # pylint: disable=protected-access
+      (acc.weights, self._slots), step, self._opt_params, batch, acc.state,  # pylint: disable=protected-access
+      rng)
+  # tl.Accelerate's setters with one device: keep the value, then set the
+  # wrapped model (whose layers are the Loop's model).
+  object.__setattr__(acc, '_weights', new_weights)
+  _assign(acc.sublayer, 'weights', new_weights)
+  object.__setattr__(acc, '_state', new_state)
+  _assign(acc.sublayer, 'state', new_state)
+  self._slots = new_slots  # pylint: disable=protected-access
+  self._optimizer.slots = new_slots  # pylint: disable=protected-access
+  return stats['loss'], stats
+
+
+def lighten_steps(loop):
+  """Gives each of the Loop's single-device trainers `_one_step_one_device`.
+
+  Only trax's plain `Trainer` on one device is changed (the data-parallel
+  and memory-efficient trainers keep their own `one_step`).
+  """
+  from trax.layers import acceleration  # pylint: disable=g-import-not-at-top
+  from trax.optimizers import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  if loop.n_devices != 1:
+    return
+  for trainer in loop._trainer_per_task:  # pylint: disable=protected-access
+    if (type(trainer) is trainer_lib.Trainer and  # pylint: disable=unidiomatic-typecheck
+        trainer._n_devices == 1 and  # pylint: disable=protected-access
+        type(trainer._accelerated_model_with_loss) is acceleration.Accelerate):  # pylint: disable=protected-access,unidiomatic-typecheck
+      trainer.one_step = _one_step_one_device.__get__(trainer)

@@ -32,9 +32,25 @@ from wrn_trax import optim
 from wrn_trax import recipes
 from wrn_trax import runio
 
+# On one device, trax's Trainer.one_step is replaced by the lighter
+# `_compat._one_step_one_device` (the same step with less host work; see
+# bench/host_overhead.py). False keeps trax's own.
+LIGHT_STEP = True
+
 # Fields that may differ between two sessions of one run without mixing runs.
 _VOLATILE = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
              'verbose')
+
+
+def ready_loop(loop):
+  """What `train` does to a freshly built Loop before its first step.
+
+  Places the optimizer state on the training device (`_compat`), and with
+  `LIGHT_STEP` gives single-device trainers the lighter `one_step`.
+  """
+  _compat.spread_optimizer_state(loop)
+  if LIGHT_STEP:
+    _compat.lighten_steps(loop)
 
 
 def default_run_name(model, dataset, recipe, seed, overrides=None):
@@ -246,7 +262,7 @@ class _Run:
     out = sys.stdout if self.verbose else io.StringIO()
     with contextlib.redirect_stdout(out), runio.restricted_checkpoints():
       loop = self._build_loop(ds)
-    _compat.spread_optimizer_state(loop)
+    ready_loop(loop)
     start_step = loop.step
     if start_step and self.verbose:
       print(f'{self.workdir}: resuming from the checkpoint at step '
