@@ -158,8 +158,11 @@ def test_light_step_trains_exactly_as_traxs_one_step():
   assert trainer.one_step.__func__ is _compat._one_step_one_device  # pylint: disable=protected-access
   assert stock._trainer_per_task[0].one_step.__func__ is not (  # pylint: disable=protected-access
       _compat._one_step_one_device)  # pylint: disable=protected-access
+  before = jax.tree_util.tree_leaves(light.model.weights)[0]
   stock.run(3)
   light.run(3)
+  assert before.is_deleted()  # donated to the compiled update
+  assert not jax.tree_util.tree_leaves(light.model.weights)[0].is_deleted()
   _same_tree(stock.model.weights, light.model.weights)
   _same_tree(stock.model.state, light.model.state)
   _same_tree(stock._trainer_per_task[0].slots, trainer.slots)  # pylint: disable=protected-access
