@@ -33,8 +33,9 @@ from wrn_trax import recipes
 from wrn_trax import runio
 
 # On one device, trax's Trainer.one_step is replaced by the lighter
-# `_compat._one_step_one_device` (the same step with less host work; see
-# bench/host_overhead.py). False keeps trax's own.
+# `_compat._one_step_one_device` (the same step with less host work) and its
+# compiled update donates the weight and slot buffers; see
+# `_compat.lighten_steps` and bench/README.md. False keeps trax's own.
 LIGHT_STEP = True
 
 # Fields that may differ between two sessions of one run without mixing runs.
@@ -46,7 +47,8 @@ def ready_loop(loop):
   """What `train` does to a freshly built Loop before its first step.
 
   Places the optimizer state on the training device (`_compat`), and with
-  `LIGHT_STEP` gives single-device trainers the lighter `one_step`.
+  `LIGHT_STEP` gives single-device trainers the lighter `one_step` and a
+  donating update.
   """
   _compat.spread_optimizer_state(loop)
   if LIGHT_STEP:
