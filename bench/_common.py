@@ -241,6 +241,20 @@ def markdown_table(header, rows):
   return '\n'.join(lines)
 
 
+def guard(failures, flag):
+  """Ends the process with status 1 when a `--min-*`/`--max-*` guard failed.
+
+  `failures` are sentences naming what fell past the bound given by `flag`;
+  the tables and JSON are already written, so a failing guard loses nothing.
+  """
+  if not failures:
+    return
+  print(f'\nGUARD FAILED ({flag}):', file=sys.stderr)
+  for f in failures:
+    print('  ' + f, file=sys.stderr)
+  sys.exit(1)
+
+
 def write_json(name, obj):
   """Writes `obj` to bench/results/<name>.json; returns the path."""
   os.makedirs(RESULTS, exist_ok=True)

@@ -28,6 +28,7 @@ Usage::
 
   python bench/host_overhead.py                       # WRN-28-10, batch 128
   python bench/host_overhead.py --model stock-WRN-22-1 --batch 64
+  python bench/host_overhead.py --max-ms 5         # a regression guard
   python bench/host_overhead.py --help
 """
 import argparse
@@ -66,6 +67,10 @@ def parse_args(argv=None):
                  help='repetitions per part timing (default: 20)')
   p.add_argument('--profile', action='store_true',
                  help='print a cProfile of one 100-step chunk')
+  p.add_argument('--max-ms', type=float, default=0.0,
+                 help='guard: exit with status 1 if the median host time '
+                 'per step of the largest chunk size exceeds this many ms '
+                 '(default: 0 = off)')
   p.add_argument('--json', default='host_overhead',
                  help="name of bench/results/<name>.json ('' = none)")
   return p.parse_args(argv)
@@ -257,6 +262,12 @@ def main(argv=None):
                  for n in names},
         fixes_s={f: _common.spread(v) for f, v in fix_rounds.items()},
         profile=profile_text)))
+  if args.max_ms > 0:
+    n = max(args.chunks)
+    ms = float(np.median(per_step[n])) * 1e3
+    _common.guard([f'{args.model} batch {args.batch}: {ms:.3f} ms per step '
+                   f'in loop.run({n}) chunks > {args.max_ms:g} ms']
+                  if ms > args.max_ms else [], f'--max-ms {args.max_ms:g}')
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ Usage::
   python bench/train_speed.py                    # CPU-sized default grid
   python bench/train_speed.py --widen 1 2 3 4 --batch-sizes 64 128 \\
       --steps 50 --rounds 5                      # the full grid, on a GPU
+  python bench/train_speed.py --min-ratio 0.9     # a regression guard
   python bench/train_speed.py --help
 """
 import argparse
@@ -74,6 +75,10 @@ def parse_args(argv=None):
                  help="name of bench/results/<name>.json ('' = none)")
   p.add_argument('--plot', default='throughput_vs_k',
                  help="name of bench/results/<name>.png ('' = none)")
+  p.add_argument('--min-ratio', type=float, default=0.0,
+                 help='guard: exit with status 1 if any configuration fails '
+                 'or its median ours / limit ratio is below this (default: '
+                 '0 = off; the target is 0.9)')
   p.add_argument('--worker', nargs=2, metavar=('MODEL', 'BATCH'),
                  help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -211,7 +216,24 @@ def main(argv=None):
     os.makedirs(_common.RESULTS, exist_ok=True)
     plot(results, path)
     print('wrote', path)
+  _common.guard(below_ratio(results, args.min_ratio),
+                f'--min-ratio {args.min_ratio:g}')
   return results
+
+
+def below_ratio(results, min_ratio):
+  """Sentences for the configurations that failed or ran below `min_ratio`."""
+  if min_ratio <= 0:
+    return []
+  out = []
+  for r in results:
+    name = f'{r["model"]} batch {r["batch"]}'
+    if 'error' in r:
+      out.append(f'{name}: error: {r["error"].splitlines()[-1]}')
+    elif r['ratio']['median'] < min_ratio:
+      out.append(f'{name}: ours / limit {r["ratio"]["median"]:.3f} < '
+                 f'{min_ratio:g}')
+  return out
 
 
 if __name__ == '__main__':
