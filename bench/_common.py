@@ -8,6 +8,7 @@ importable.
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -216,6 +217,37 @@ class LimitStep:
           np.int32(self.step), self.key)
     jax.block_until_ready((self.weights, self.loss))
     return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------ subprocesses
+#
+# Each measurement runs in a fresh interpreter (the script itself, with
+# `--worker ...` appended), so peak memory is that configuration's and no
+# compile cache carries over. The worker prints one line: RESULT_MARK + JSON.
+
+RESULT_MARK = 'RESULT_JSON '
+
+
+def emit(result):
+  """Prints a worker's result dict for `run_worker` to read."""
+  print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+def run_worker(script, argv, worker_args, **identity):
+  """Runs `script *argv --worker *worker_args`; returns the dict it emitted.
+
+  A worker that emitted nothing (it crashed or was killed) gives `identity`
+  plus `error`: the last lines of its stderr, else of its stdout.
+  """
+  cmd = [sys.executable, os.path.abspath(script), *argv, '--worker',
+         *map(str, worker_args)]
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  for line in proc.stdout.splitlines():
+    if line.startswith(RESULT_MARK):
+      return json.loads(line[len(RESULT_MARK):])
+  tail = (proc.stderr.strip() or proc.stdout.strip() or
+          f'exit status {proc.returncode}, no output').splitlines()[-8:]
+  return dict(identity, error='\n'.join(tail))
 
 
 # ------------------------------------------------------------------ output

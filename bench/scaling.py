@@ -20,9 +20,7 @@ Usage::
   python bench/scaling.py --help
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -30,8 +28,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-_MARK = 'RESULT_JSON '
 
 
 def parse_args(argv=None):
@@ -74,16 +70,6 @@ def measure(model, args):
               peak_device_mb=_common.peak_device_mb())
 
 
-def run_worker(depth, k, argv):
-  cmd = [sys.executable, os.path.abspath(__file__), *argv,
-         '--worker', str(depth), str(k)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  for line in proc.stdout.splitlines():
-    if line.startswith(_MARK):
-      return json.loads(line[len(_MARK):])
-  return dict(error=(proc.stderr or proc.stdout).strip()[-500:])
-
-
 def plot(results, path):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -122,7 +108,7 @@ def main(argv=None):
   from wrn_trax import models  # pylint: disable=g-import-not-at-top
   if args.worker:
     depth, k = map(int, args.worker)
-    print(_MARK + json.dumps(measure(f'WRN-{depth}-{k}', args)), flush=True)
+    _common.emit(measure(f'WRN-{depth}-{k}', args))
     return None
   results = []
   for depth in args.depths:
@@ -135,7 +121,7 @@ def main(argv=None):
       if args.max_gflops and r['gflops_step'] > args.max_gflops:
         r['skipped'] = f'> --max-gflops {args.max_gflops:g}'
       else:
-        r.update(run_worker(depth, k, argv))
+        r.update(_common.run_worker(__file__, argv, (depth, k)))
       print(model, r.get('skipped') or r.get('error') or
             f'{r["step_s"]["median"]:.3f} s/step', flush=True)
       results.append(r)

@@ -24,9 +24,7 @@ Usage::
 import argparse
 import contextlib
 import io
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_MARK = 'RESULT_JSON '
 BATCH = 64  # the seed notebooks' Batch(64)
 
 
@@ -130,17 +127,6 @@ def measure(config, k, args):
               peak_host_mb=_common.peak_host_mb())
 
 
-def run_worker(config, k, argv):
-  cmd = [sys.executable, os.path.abspath(__file__), *argv,
-         '--worker', config, str(k)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  for line in proc.stdout.splitlines():
-    if line.startswith(_MARK):
-      return json.loads(line[len(_MARK):])
-  return dict(config=config, k=k, error=proc.stdout.strip()[-2000:] or
-              proc.stderr.strip()[-2000:])
-
-
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   args = parse_args(argv)
@@ -151,13 +137,14 @@ def main(argv=None):
     except Exception as e:  # pylint: disable=broad-except
       out = dict(config=config, k=k, error=f'{type(e).__name__}: {e}',
                  traceback=traceback.format_exc()[-3000:])
-    print(_MARK + json.dumps(out), flush=True)
+    _common.emit(out)
     return None
   runs = []
   for k in args.widen:
     for _ in range(args.rounds):
       for config in ('seed', 'ours'):
-        r = run_worker(config, k, argv)
+        r = _common.run_worker(__file__, argv, (config, k), config=config,
+                               k=k)
         print(f'k={k} {config}: ' + (
             'error ' + r['error'][:300] if 'error' in r else
             f'{r["images_per_s"]:.1f} images/s'), flush=True)

@@ -30,9 +30,7 @@ Usage::
   python bench/train_speed.py --help
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -40,8 +38,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-_MARK = 'RESULT_JSON '
 
 
 def parse_args(argv=None):
@@ -129,18 +125,6 @@ def measure(model, batch, args):
               raw=rates)
 
 
-def run_worker(model, batch, argv):
-  """Runs one configuration in a fresh interpreter; returns its dict."""
-  cmd = [sys.executable, os.path.abspath(__file__), *argv,
-         '--worker', model, str(batch)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  for line in proc.stdout.splitlines():
-    if line.startswith(_MARK):
-      return json.loads(line[len(_MARK):])
-  tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-  return dict(model=model, batch=batch, error='\n'.join(tail))
-
-
 def table(results):
   header = ['model', 'batch', 'ours img/s', 'limit img/s', 'ours / limit',
             'peak host MB', 'peak device MB']
@@ -194,11 +178,12 @@ def main(argv=None):
   args = parse_args(argv)
   if args.worker:
     model, batch = args.worker[0], int(args.worker[1])
-    print(_MARK + json.dumps(measure(model, batch, args)), flush=True)
+    _common.emit(measure(model, batch, args))
     return None
   results = []
   for model, batch in grid(args):
-    r = run_worker(model, batch, argv)
+    r = _common.run_worker(__file__, argv, (model, batch), model=model,
+                           batch=batch)
     print(f'{model} b{batch}: ' + ('error ' + r['error'] if 'error' in r else
                                    f'ratio {r["ratio"]["median"]:.2f}'),
           flush=True)

@@ -109,3 +109,18 @@ def test_scaling_runs_small_and_skips_above_max_gflops(capsys):
   assert float(cells[5].replace(',', '')) > 0  # peak host MB
   # WRN-10-64 is about 40 GFLOPs per image: over the bound, never built.
   assert re.search(r'\| WRN-10-64 \|.*\| skipped > --max-gflops 1 \|', out)
+
+
+@pytest.mark.slow
+def test_a_crashed_worker_is_reported_and_fails_the_guard(capsys):
+  train_speed = load('train_speed')
+  # Depth 11 fits no WRN: the worker process dies on models.parse.
+  with pytest.raises(SystemExit) as e:
+    train_speed.main(['--families', 'paper', '--depth', '11', '--widen', '1',
+                      '--batch-sizes', '8', '--json', '', '--plot', '',
+                      '--min-ratio', '0.5'])
+  assert e.value.code == 1
+  captured = capsys.readouterr()
+  assert re.search(r'\| WRN-11-1 \| 8 \| error: .*depth', captured.out)
+  assert re.search(r'WRN-11-1 batch 8: error: \w+Error: .*depth',
+                   captured.err)
