@@ -1,8 +1,9 @@
 """The training benchmarks under bench/ run, report, and guard.
 
 Speed itself is never asserted here (the machine is shared and noisy); these
-tests check that every script still runs at a tiny size, that its table has
-the figures the README quotes, and that the regression guards
+tests check every script's --help, run all but seed_speed and standardize_fix
+at a tiny size, check that the tables have the figures the README quotes,
+and that the regression guards
 (`train_speed.py --min-ratio`, `host_overhead.py --max-ms`) exit with
 status 1 when their bound is not met.
 """
@@ -25,6 +26,22 @@ def load(name):
   return module
 
 
+def exits_with_guard_failure(main, argv, capsys):
+  """Runs a script's main, expecting exit status 1; returns (out, err)."""
+  with pytest.raises(SystemExit) as e:
+    main(argv)
+  assert e.value.code == 1
+  captured = capsys.readouterr()
+  return captured.out, captured.err
+
+
+def table_cells(out, *first):
+  """The cells of the markdown table row in `out` that starts with `first`."""
+  start = '| ' + ' | '.join(map(str, first)) + ' |'
+  row = next(line for line in out.splitlines() if line.startswith(start))
+  return [c.strip() for c in row.strip('|').split('|')]
+
+
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_every_script_has_help(name, capsys):
   module = load(name)
@@ -43,21 +60,16 @@ def test_train_speed_runs_small_and_its_guard_fails_below_the_bound(capsys):
           '--batch-sizes', '8', '--steps', '1', '--rounds', '2',
           '--warmup', '1', '--n-train', '64', '--json', '', '--plot', '',
           '--min-ratio', '1000']
-  with pytest.raises(SystemExit) as e:
-    train_speed.main(argv)
-  assert e.value.code == 1
-  captured = capsys.readouterr()
-  row = next(line for line in captured.out.splitlines()
-             if line.startswith('| WRN-10-1 | 8 |'))
+  out, err = exits_with_guard_failure(train_speed.main, argv, capsys)
   # ours, limit, ratio: 'median (min–max)' each, all positive.
-  cells = [c.strip() for c in row.strip('|').split('|')]
+  cells = table_cells(out, 'WRN-10-1', 8)
   for cell in cells[2:5]:
     median, lo, hi = map(float, re.match(
         r'([\d.,]+) \(([\d.,]+)–([\d.,]+)\)', cell.replace(',', '')).groups())
     assert 0 < lo <= median <= hi
   assert float(cells[5].replace(',', '')) > 0  # peak host MB
-  assert 'GUARD FAILED (--min-ratio 1000)' in captured.err
-  assert 'WRN-10-1 batch 8: ours / limit' in captured.err
+  assert 'GUARD FAILED (--min-ratio 1000)' in err
+  assert 'WRN-10-1 batch 8: ours / limit' in err
 
 
 def test_train_speed_guard_names_failed_and_slow_configurations():
@@ -79,18 +91,13 @@ def test_host_overhead_runs_small_and_its_guard_fails_above_the_bound(
   argv = ['--model', 'WRN-10-1', '--batch', '8', '--chunks', '1', '4',
           '--steps', '4', '--rounds', '1', '--reps', '1', '--json', '',
           '--max-ms', '1e-6']
-  with pytest.raises(SystemExit) as e:
-    host_overhead.main(argv)
-  assert e.value.code == 1
-  captured = capsys.readouterr()
+  out, err = exits_with_guard_failure(host_overhead.main, argv, capsys)
   for label in ('loop.run(1) + history + NaN check',
                 'loop.run(4) + history + NaN check',
                 "trax's one_step", 'train default (light one_step)'):
-    row = next(line for line in captured.out.splitlines()
-               if line.startswith(f'| {label} |'))
-    assert float(row.split('|')[2].split()[0]) > 0
+    assert float(table_cells(out, label)[1].split()[0]) > 0
   assert re.search(r'WRN-10-1 batch 8: [\d.]+ ms per step in loop.run\(4\) '
-                   r'chunks > 1e-06 ms', captured.err)
+                   r'chunks > 1e-06 ms', err)
   # Well above any host time: the guard passes and main returns normally.
   host_overhead.main(argv[:-1] + ['1e9'])
 
@@ -102,9 +109,7 @@ def test_scaling_runs_small_and_skips_above_max_gflops(capsys):
                 '--steps', '1', '--rounds', '1', '--max-gflops', '1',
                 '--json', '', '--plot', ''])
   out = capsys.readouterr().out
-  row = next(line for line in out.splitlines()
-             if line.startswith('| WRN-10-1 |'))
-  cells = [c.strip() for c in row.strip('|').split('|')]
+  cells = table_cells(out, 'WRN-10-1')
   assert float(cells[3].split()[0]) > 0  # s/step
   assert float(cells[5].replace(',', '')) > 0  # peak host MB
   # WRN-10-64 is about 40 GFLOPs per image: over the bound, never built.
@@ -115,12 +120,18 @@ def test_scaling_runs_small_and_skips_above_max_gflops(capsys):
 def test_a_crashed_worker_is_reported_and_fails_the_guard(capsys):
   train_speed = load('train_speed')
   # Depth 11 fits no WRN: the worker process dies on models.parse.
-  with pytest.raises(SystemExit) as e:
-    train_speed.main(['--families', 'paper', '--depth', '11', '--widen', '1',
-                      '--batch-sizes', '8', '--json', '', '--plot', '',
-                      '--min-ratio', '0.5'])
-  assert e.value.code == 1
-  captured = capsys.readouterr()
-  assert re.search(r'\| WRN-11-1 \| 8 \| error: .*depth', captured.out)
-  assert re.search(r'WRN-11-1 batch 8: error: \w+Error: .*depth',
-                   captured.err)
+  out, err = exits_with_guard_failure(train_speed.main, [
+      '--families', 'paper', '--depth', '11', '--widen', '1',
+      '--batch-sizes', '8', '--json', '', '--plot', '', '--min-ratio', '0.5'],
+                                      capsys)
+  assert re.search(r'\| WRN-11-1 \| 8 \| error: .*depth', out)
+  assert re.search(r'WRN-11-1 batch 8: error: \w+Error: .*depth', err)
+
+
+def test_pipeline_script_runs_small(capsys):
+  result = load('pipeline').main(['--n', '2048', '--batch-size', '128',
+                                  '--rounds', '1', '--batches', '4',
+                                  '--no-pin'])
+  out = capsys.readouterr().out
+  assert 'images/s' in out and 'stock' in out
+  assert result['ours_cifar']['median'] > 0

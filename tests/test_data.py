@@ -574,19 +574,3 @@ def test_pipeline_holds_the_split_once():
   finally:
     tracemalloc.stop()
   assert peak < split_bytes / 4, (peak, split_bytes)
-
-
-# ------------------------------------------------------------- benchmark
-
-
-def test_benchmark_script_runs_small(capsys):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(__file__), '..', 'bench', 'pipeline.py')
-  spec = importlib.util.spec_from_file_location('bench_pipeline', path)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  result = bench.main(['--n', '2048', '--batch-size', '128', '--rounds', '1',
-                       '--batches', '4', '--no-pin'])
-  out = capsys.readouterr().out
-  assert 'images/s' in out and 'stock' in out
-  assert result['ours_cifar']['median'] > 0
