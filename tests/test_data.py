@@ -307,6 +307,186 @@ def test_pickle_of_other_globals_is_refused(tmp_path):
     data._unpickle(str(path))  # pylint: disable=protected-access
 
 
+# ------------------------------------------------------------ image folders
+
+
+def _write_folder(root, classes, rng, n_train=3, n_test=2, size=(32, 32),
+                  fmt='png', mode='RGB'):
+  """Writes root/{train,test}/<class>/<i>.<fmt> images; returns what it wrote.
+
+  Returns {split: {class: [H x W x 3 uint8 as decoded]}}, class order as given.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  written = {}
+  for split, n in (('train', n_train), ('test', n_test)):
+    written[split] = {}
+    for cls in classes:
+      d = root / split / cls
+      d.mkdir(parents=True, exist_ok=True)
+      written[split][cls] = []
+      for i in range(n):
+        c = 1 if mode == 'L' else 3
+        pixels = rng.integers(0, 256, (size[1], size[0], c), dtype=np.uint8)
+        im = Image.fromarray(pixels[..., 0] if mode == 'L' else pixels, mode)
+        path = d / f'{i:04d}.{fmt}'
+        im.save(path)
+        with Image.open(path) as back:  # JPEG is lossy: keep what decodes.
+          written[split][cls].append(np.asarray(back.convert('RGB')))
+  return written
+
+
+@pytest.fixture
+def cache_env(tmp_path, monkeypatch):
+  """No WRN_TRAX_CACHE and a temp home cache: nothing lands in ~/.cache."""
+  monkeypatch.delenv('WRN_TRAX_CACHE', raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  return tmp_path / 'xdg' / 'wrn_trax'
+
+
+@pytest.mark.parametrize('fmt', ['png', 'jpg'])
+def test_cifar10_image_folder_in_cifar_label_order(tmp_path, cache_env, fmt):
+  classes = list(data._CLASS_NAMES['cifar10'])  # pylint: disable=protected-access
+  root = tmp_path / 'cifar10-images'
+  # Written in reverse, so file order alone cannot give the right labels.
+  written = _write_folder(root, classes[::-1], np.random.default_rng(5),
+                          fmt=fmt)
+  with _no_download():
+    ds = data.load('cifar10', data_dir=tmp_path)  # One level up: found.
+  assert ds.name == 'cifar10' and ds.n_classes == 10
+  assert ds.class_names == tuple(classes)
+  assert ds.train_images.shape == (30, 32, 32, 3)
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
+  assert ds.source.startswith(f'image folder @ {root}')
+  assert (root / '.wrn_trax_cache.npz').is_file()  # Beside the data.
+  for split, x, y in (('train', ds.train_images, ds.train_labels),
+                      ('test', ds.test_images, ds.test_labels)):
+    for label, cls in enumerate(classes):
+      np.testing.assert_array_equal(x[y == label],
+                                    np.stack(written[split][cls]))
+  assert np.bincount(ds.test_labels).tolist() == [2] * 10
+
+
+def test_cifar100_image_folder_checks_class_names(tmp_path, cache_env):
+  classes = list(data._CLASS_NAMES['cifar100'])  # pylint: disable=protected-access
+  assert len(classes) == 100 and classes[:3] == ['apple', 'aquarium_fish',
+                                                 'baby']
+  written = _write_folder(tmp_path, classes, np.random.default_rng(6),
+                          n_train=1, n_test=1)
+  ds = data.load('cifar100', data_dir=tmp_path)
+  assert ds.n_classes == 100 and ds.class_names[-1] == 'worm'
+  np.testing.assert_array_equal(ds.train_labels, np.arange(100))
+  np.testing.assert_array_equal(ds.test_images[42],
+                                written['test'][classes[42]][0])
+  (tmp_path / 'train' / 'worm').rename(tmp_path / 'train' / 'worms')
+  (tmp_path / 'test' / 'worm').rename(tmp_path / 'test' / 'worms')
+  with pytest.raises(ValueError, match=r"missing: \['worm'\].*unknown: "
+                     r"\['worms'\].*dataset='folder'"):
+    data.load('cifar100', data_dir=tmp_path)
+
+
+def test_cifar10_folder_names_match_loosely_and_size_is_checked(
+    tmp_path, cache_env):
+  classes = ['Airplane', 'Automobile', 'Bird', 'Cat', 'Deer', 'Dog', 'Frog',
+             'Horse', 'Ship', 'Truck']
+  _write_folder(tmp_path / 'a', classes, np.random.default_rng(7), n_train=1,
+                n_test=1)
+  ds = data.load('cifar10', data_dir=tmp_path / 'a')
+  assert ds.class_names[0] == 'airplane'
+  _write_folder(tmp_path / 'b', classes, np.random.default_rng(7), n_train=1,
+                n_test=1, size=(40, 40))
+  with pytest.raises(ValueError, match=r"40x40 pixels.*32x32.*'folder'"):
+    data.load('cifar10', data_dir=tmp_path / 'b')
+
+
+def test_folder_dataset_any_classes_grey_and_resized(tmp_path, cache_env):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(8)
+  written = _write_folder(tmp_path, ['zebra', 'ant', 'moth'], rng, size=(20, 12),
+                          mode='L', fmt='jpg')
+  odd = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)  # 40 wide, 24 high.
+  Image.fromarray(odd).save(tmp_path / 'train' / 'moth' / 'big.png')
+  (tmp_path / 'train' / 'moth' / 'notes.txt').write_text('not an image')
+  (tmp_path / 'train' / '.ipynb_checkpoints').mkdir()
+  ds = data.load('folder', data_dir=tmp_path)
+  assert ds.name == 'folder' and ds.class_names == ('ant', 'moth', 'zebra')
+  assert ds.n_classes == 3 and ds.image_shape == (12, 20, 3)
+  assert np.bincount(ds.train_labels).tolist() == [3, 4, 3]
+  grey = ds.train_images[ds.train_labels == 2][0]
+  np.testing.assert_array_equal(grey, written['train']['zebra'][0])
+  assert (grey[..., 0] == grey[..., 1]).all()  # Greyscale -> 3 equal channels.
+  moth = ds.train_images[ds.train_labels == 1]
+  want = np.asarray(Image.fromarray(odd).resize((20, 12), Image.BILINEAR))
+  np.testing.assert_array_equal(moth[-1], want)  # 'big.png' sorts last.
+  assert data.default_preprocess('folder') == 'standardize'
+
+
+def test_folder_errors_are_clear(tmp_path, cache_env):
+  with pytest.raises(ValueError, match='needs data_dir'):
+    data.load('folder')
+  with pytest.raises(data.DataNotFoundError, match='No image folders'):
+    data.load('folder', data_dir=tmp_path)
+  _write_folder(tmp_path, ['a', 'b'], np.random.default_rng(9))
+  (tmp_path / 'test' / 'c').mkdir()
+  with pytest.raises(ValueError, match=r"class folders \['c'\] are not in"):
+    data.load('folder', data_dir=tmp_path)
+  (tmp_path / 'test' / 'c').rmdir()
+  (tmp_path / 'train' / 'b' / 'broken.png').write_bytes(b'not a png')
+  with pytest.raises(ValueError, match='broken.png: not a readable PNG/JPEG'):
+    data.load('folder', data_dir=tmp_path)
+
+
+def test_folder_cache_is_used_refreshed_and_rebuilt(tmp_path, cache_env,
+                                                    capsys):
+  rng = np.random.default_rng(10)
+  _write_folder(tmp_path, ['a', 'b'], rng)
+  first = data.load('folder', data_dir=tmp_path)
+  cache = tmp_path / '.wrn_trax_cache.npz'
+  assert cache.is_file()
+  with mock.patch.object(data, '_decode_images',
+                         side_effect=AssertionError('decoded again')):
+    second = data.load('folder', data_dir=tmp_path)
+  np.testing.assert_array_equal(first.train_images, second.train_images)
+  np.testing.assert_array_equal(first.test_labels, second.test_labels)
+  # A changed folder is read again.
+  _write_folder(tmp_path, ['c'], rng)
+  third = data.load('folder', data_dir=tmp_path)
+  assert third.class_names == ('a', 'b', 'c') and len(third.train_labels) == 9
+  # A corrupt cache is ignored with a one-line notice and rebuilt.
+  capsys.readouterr()
+  cache.write_bytes(b'PK\x03\x04 garbage')
+  fourth = data.load('folder', data_dir=tmp_path)
+  np.testing.assert_array_equal(fourth.train_images, third.train_images)
+  err = capsys.readouterr().err
+  assert 'ignoring unreadable image cache' in err and len(
+      err.strip().splitlines()) == 1
+  assert data.load('folder', data_dir=tmp_path).source == fourth.source
+  assert not list(tmp_path.glob('.tmp-*'))  # No temp file left behind.
+
+
+def test_folder_cache_goes_to_cache_dir_when_data_is_read_only(
+    tmp_path, cache_env, monkeypatch):
+  root = tmp_path / 'ro'
+  _write_folder(root, ['a', 'b'], np.random.default_rng(11))
+  mkstemp = data.tempfile.mkstemp
+
+  def refuse_data_dir(*args, **kwargs):
+    if os.path.samefile(kwargs['dir'], root):
+      raise PermissionError(13, 'Read-only file system', str(root))
+    return mkstemp(*args, **kwargs)
+
+  monkeypatch.setattr(data.tempfile, 'mkstemp', refuse_data_dir)
+  ds = data.load('folder', data_dir=root)
+  cached = list(cache_env.glob('image-folder-*.npz'))
+  assert len(cached) == 1 and not (root / '.wrn_trax_cache.npz').exists()
+  assert ds.source.endswith(f'(cache {cached[0]})')
+  # WRN_TRAX_CACHE, when set, is the only place.
+  monkeypatch.setattr(data.tempfile, 'mkstemp', mkstemp)
+  monkeypatch.setenv('WRN_TRAX_CACHE', str(tmp_path / 'mine'))
+  ds = data.load('folder', data_dir=root)
+  assert len(list((tmp_path / 'mine').glob('image-folder-*.npz'))) == 1
+  assert not (root / '.wrn_trax_cache.npz').exists()
+
+
 # ----------------------------------------------------- offline / not found
 
 
