@@ -277,6 +277,104 @@ def test_cifar100_python_fine_labels(tmp_path):
   np.testing.assert_array_equal(ds.train_images, written['train'][0])
 
 
+def _globals_in(blob):
+  """The (module, name) globals a pickle asks for, by a plain Unpickler."""
+  names = set()
+
+  class Recorder(pickle.Unpickler):
+
+    def find_class(self, module, name):
+      names.add((module, name))
+      return super().find_class(module, name)
+
+  Recorder(io.BytesIO(blob), encoding='bytes').load()
+  return names
+
+
+@pytest.mark.parametrize('protocol', [2, 3, 4, 5])
+@pytest.mark.parametrize('keys', ['bytes', 'str'])
+def test_cifar_batches_repickled_by_python3(tmp_path, protocol, keys):
+  """Batch files re-pickled under Python 3 at any protocol numpy uses."""
+  rng = np.random.default_rng(12)
+  folder = tmp_path / 'cifar-10-batches-py'
+  folder.mkdir()
+  want_x, want_y, seen = [], [], set()
+  for i, f in enumerate(_CIFAR10_FILES):
+    images = _images(rng, 3)
+    labels = rng.integers(0, 10, 3)
+    # Labels as ints, an int64 array, or a list of numpy scalars (as
+    # list(array) gives); file names with a b'' (pickled as bytes()).
+    label_obj = [labels.tolist(), labels, list(labels)][i % 3]
+    batch = {'batch_label': b'training batch', 'labels': label_obj,
+             'data': images.transpose(0, 3, 1, 2).reshape(3, 3072),
+             'filenames': [b'a_1.png', b'', b'\xff.png']}
+    if keys == 'bytes':
+      batch = {k.encode(): v for k, v in batch.items()}
+    blob = pickle.dumps(batch, protocol=protocol)
+    seen |= _globals_in(blob)
+    (folder / f).write_bytes(blob)
+    if f != 'test_batch':
+      want_x.append(images)
+      want_y.append(labels)
+  ds = data.load('cifar10', data_dir=tmp_path)
+  np.testing.assert_array_equal(ds.train_images, np.concatenate(want_x))
+  np.testing.assert_array_equal(ds.train_labels, np.concatenate(want_y))
+  assert ds.test_images.shape == (3, 32, 32, 3)
+  # The test covers the helpers each protocol really uses.
+  core = seen & {('numpy._core.multiarray', '_reconstruct'),
+                 ('numpy.core.multiarray', '_reconstruct')}
+  if protocol == 2:
+    assert ('_codecs', 'encode') in seen and core
+    assert ('__builtin__', 'bytes') in seen
+  elif protocol < 5:
+    assert core and ('_codecs', 'encode') not in seen
+  else:
+    assert {g[1] for g in seen} >= {'_frombuffer', 'scalar', 'dtype'}
+  assert all(g in data._CifarUnpickler._ALLOWED for g in seen)  # pylint: disable=protected-access
+
+
+def test_numpy1_names_of_protocol5_helpers_resolve():
+  unpickler = data._CifarUnpickler(io.BytesIO(), 'x')  # pylint: disable=protected-access
+  for module in ('numpy.core.numeric', 'numpy._core.numeric'):
+    assert unpickler.find_class(module, '_frombuffer').__name__ == '_frombuffer'
+  for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+    assert unpickler.find_class(module, 'scalar').__name__ == 'scalar'
+
+
+@pytest.mark.parametrize('blob, match', [
+    # _codecs.encode is allowed only as pickle uses it: (str, 'latin1').
+    (b'\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13'
+     b'\x86R.', 'refusing _codecs.encode'),
+    (b'\x80\x02c__builtin__\nbytes\nJ\x00\xe1\xf5\x05\x85R.',
+     r'refusing bytes\(100000000,\)'),
+])
+def test_allowed_helpers_refuse_other_uses(tmp_path, blob, match):
+  path = tmp_path / 'test_batch'
+  path.write_bytes(blob)
+  with pytest.raises(data.UnsafePickleError, match=match) as err:
+    data._unpickle(str(path))  # pylint: disable=protected-access
+  assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize('blob', [b'', b'\x80\x05garbage', b'not a pickle'])
+def test_unreadable_batch_file_is_a_clear_error(tmp_path, blob):
+  path = tmp_path / 'test_batch'
+  path.write_bytes(blob)
+  with pytest.raises(ValueError, match='not a readable CIFAR batch file'):
+    data._unpickle(str(path))  # pylint: disable=protected-access
+
+
+def test_out_of_band_buffers_are_refused(tmp_path):
+  buffers = []
+  blob = pickle.dumps({b'data': np.zeros((2, 3072), np.uint8)}, protocol=5,
+                      buffer_callback=buffers.append)
+  assert buffers  # The stream refers to data that is not in the file.
+  path = tmp_path / 'test_batch'
+  path.write_bytes(blob)
+  with pytest.raises(ValueError, match='not a readable CIFAR batch file'):
+    data._unpickle(str(path))  # pylint: disable=protected-access
+
+
 class _Evil:
 
   def __init__(self, marker):

@@ -327,20 +327,79 @@ def _load_digits():
 # ----------------------------------------------- CIFAR "python version" files
 
 
+def _numpy_core(module, name):
+  """numpy's `module.name` from numpy._core (numpy 2) or numpy.core (1.x).
+
+  numpy 2 moved numpy.core to numpy._core; take whichever exists without
+  importing the deprecated alias.
+  """
+  try:
+    return getattr(importlib.import_module(f'numpy._core.{module}'), name)
+  except ImportError:
+    return getattr(importlib.import_module(f'numpy.core.{module}'), name)
+
+
+def _latin1_encode(text, encoding='utf-8', errors='strict'):
+  """`_codecs.encode`, as Python 3 pickles bytes at protocol < 3: latin-1 only.
+
+  ``pickle.dumps(b'...', protocol=2)`` writes ``_codecs.encode(str,
+  'latin1')``; no other encoding, and nothing but a str, is accepted.
+  """
+  if (not isinstance(text, str) or encoding not in ('latin1', 'latin-1') or
+      errors != 'strict'):
+    raise UnsafePickleError(
+        f'refusing _codecs.encode({type(text).__name__}, {encoding!r}); '
+        f'pickled bytes only need _codecs.encode(str, \'latin1\').')
+  return text.encode('latin1')
+
+
+def _empty_bytes(*args):
+  """`bytes()`, as Python 3 pickles b'' at protocol < 3; nothing else."""
+  if args:
+    raise UnsafePickleError(
+        f'refusing bytes{args!r}; pickled b\'\' only needs bytes().')
+  return b''
+
+
 class _CifarUnpickler(pickle.Unpickler):
   """Unpickles CIFAR batch files, refusing every global they do not need.
 
-  The batch files are dicts of bytes, lists and numpy arrays, so the only
-  globals they may name are numpy's array reconstruction helpers. Anything
-  else (os.system, builtins.eval, ...) raises `UnsafePickleError` before it
-  is looked up, so nothing runs.
+  The batch files are dicts of bytes, str, lists and numpy arrays, so the only
+  globals they may name are the helpers that numpy and Python use to rebuild
+  those, at any pickle protocol (`_ALLOWED`):
+
+  * numpy arrays: ``numpy[._]core.multiarray._reconstruct`` with
+    ``numpy.ndarray`` and ``numpy.dtype`` (protocols 2-4), or
+    ``numpy[._]core.numeric._frombuffer`` (protocol 5, which stores the data
+    in-band as a BYTEARRAY8); numpy scalars (e.g. labels as a list of
+    np.int64): ``numpy[._]core.multiarray.scalar``.
+  * bytes under Python 3 at protocol 2: ``_codecs.encode(str, 'latin1')``
+    (latin-1 only) and, for b'', ``bytes()`` (``__builtin__.bytes``).
+    The original Python 2 files store bytes as STRING opcodes (no global).
+
+  Anything else (os.system, builtins.eval, ...) raises `UnsafePickleError`
+  before it is looked up, so nothing runs. Out-of-band buffers (protocol 5's
+  NEXT_BUFFER) cannot be in a file and are refused by `pickle` itself.
   """
 
   _ALLOWED = {
-      ('numpy.core.multiarray', '_reconstruct'),
-      ('numpy._core.multiarray', '_reconstruct'),
-      ('numpy', 'ndarray'),
-      ('numpy', 'dtype'),
+      ('numpy.core.multiarray', '_reconstruct'):
+          lambda: _numpy_core('multiarray', '_reconstruct'),
+      ('numpy._core.multiarray', '_reconstruct'):
+          lambda: _numpy_core('multiarray', '_reconstruct'),
+      ('numpy.core.multiarray', 'scalar'):
+          lambda: _numpy_core('multiarray', 'scalar'),
+      ('numpy._core.multiarray', 'scalar'):
+          lambda: _numpy_core('multiarray', 'scalar'),
+      ('numpy.core.numeric', '_frombuffer'):
+          lambda: _numpy_core('numeric', '_frombuffer'),
+      ('numpy._core.numeric', '_frombuffer'):
+          lambda: _numpy_core('numeric', '_frombuffer'),
+      ('numpy', 'ndarray'): lambda: np.ndarray,
+      ('numpy', 'dtype'): lambda: np.dtype,
+      ('_codecs', 'encode'): lambda: _latin1_encode,
+      ('__builtin__', 'bytes'): lambda: _empty_bytes,
+      ('builtins', 'bytes'): lambda: _empty_bytes,
   }
 
   def __init__(self, file, path):
@@ -354,20 +413,30 @@ class _CifarUnpickler(pickle.Unpickler):
           f'files only need numpy array reconstruction '
           f'({sorted(".".join(a) for a in self._ALLOWED)}). This file is not a '
           f'CIFAR batch file or has been tampered with.')
-    if name == '_reconstruct':
-      # numpy 2 moved numpy.core to numpy._core; take whichever exists without
-      # importing the deprecated alias.
-      try:
-        return importlib.import_module('numpy._core.multiarray')._reconstruct  # pylint: disable=protected-access
-      except ImportError:
-        return importlib.import_module('numpy.core.multiarray')._reconstruct  # pylint: disable=protected-access
-    return getattr(np, name)
+    return self._ALLOWED[(module, name)]()
 
 
 def _unpickle(path):
-  """Reads one CIFAR batch file with `_CifarUnpickler`."""
+  """Reads one CIFAR batch file with `_CifarUnpickler`.
+
+  Raises:
+    UnsafePickleError: the file names a global that CIFAR files never need.
+    ValueError: the file is not a readable pickle (truncated, not a pickle,
+      out-of-band buffers).
+  """
   with open(path, 'rb') as f:
-    return _CifarUnpickler(f, path).load()
+    try:
+      return _CifarUnpickler(f, path).load()
+    except UnsafePickleError as e:
+      if str(path) in str(e):
+        raise
+      raise UnsafePickleError(f'{path}: {e} This file is not a CIFAR batch '
+                              f'file or has been tampered with.') from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
+            AttributeError, IndexError, KeyError, MemoryError) as e:
+      raise ValueError(
+          f'{path}: not a readable CIFAR batch file ({type(e).__name__}: {e}); '
+          f'download the "python version" again.') from None
 
 
 def _find_cifar_python(name, data_dir, looked):
@@ -393,14 +462,24 @@ def _load_cifar_python(name, folder):
     for f in files:
       path = os.path.join(folder, f)
       batch = _unpickle(path)
+      if isinstance(batch, dict):  # str keys, as a Python 3 re-pickle has.
+        batch = {k.encode('latin1') if isinstance(k, str) else k: v
+                 for k, v in batch.items()}
       if not isinstance(batch, dict) or b'data' not in batch or (
           label_key not in batch):
         raise ValueError(f'{path}: not a {name} batch file (expected a dict '
-                         f'with keys b\'data\' and {label_key!r}).')
+                         f'with keys b\'data\' and {label_key!r}, as bytes '
+                         f'or str).')
       data = np.asarray(batch[b'data'], dtype=np.uint8)
+      if data.ndim == 4 and data.shape[1:] == (32, 32, 3):  # Already NHWC.
+        images.append(data)
+        labels.append(np.asarray(batch[label_key], dtype=np.int32))
+        continue
+      if data.ndim == 4 and data.shape[1:] == (3, 32, 32):
+        data = data.reshape(len(data), 3072)
       if data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f'{path}: b\'data\' must be N x 3072, got '
-                         f'{data.shape}.')
+        raise ValueError(f'{path}: b\'data\' must be N x 3072 (or N x 32 x 32 '
+                         f'x 3), got {data.shape}.')
       images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
       labels.append(np.asarray(batch[label_key], dtype=np.int32))
     return (np.ascontiguousarray(np.concatenate(images)),
