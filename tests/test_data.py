@@ -18,6 +18,7 @@ import pytest
 import wrn_trax  # pylint: disable=unused-import  (quiet imports first)
 from wrn_trax import data
 
+_ORIGINAL_PROBE = data._probe  # pylint: disable=protected-access
 
 # ------------------------------------------------------------------ helpers
 
@@ -585,42 +586,169 @@ def test_folder_cache_goes_to_cache_dir_when_data_is_read_only(
   assert not (root / '.wrn_trax_cache.npz').exists()
 
 
-# ----------------------------------------------------- offline / not found
+# ------------------------------------------- not found / offline / download
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+  """Every test is offline: the connectivity probe fails (and is counted).
+
+  Tests that simulate a connection patch `data._probe` themselves.
+  """
+  calls = []
+
+  def probe(addresses, timeout=None):
+    del timeout
+    calls.append(addresses)
+    return 'no network: storage.googleapis.com:443: gaierror (test)'
+
+  monkeypatch.setattr(data, '_probe', probe)
+  return calls
 
 
 @pytest.mark.parametrize('name, tfds_name', [('cifar10', 'cifar10'),
                                              ('cifar100', 'cifar100'),
                                              ('svhn', 'svhn_cropped')])
 @pytest.mark.parametrize('stub', [False, True])
-def test_offline_empty_dir_gives_clear_error(tmp_path, name, tfds_name, stub):
+@pytest.mark.parametrize('download', [False, None, True])
+def test_not_found_gives_clear_error(tmp_path, offline, name, tfds_name, stub,
+                                     download):
   (tmp_path / 'unrelated.txt').write_text('x')
   if stub:  # An unprepared TFDS folder: asks TFDS, which must not download.
     (tmp_path / tfds_name / '1.0.0').mkdir(parents=True)
   with _no_download(), pytest.raises(data.DataNotFoundError) as err:
-    data.load(name, data_dir=tmp_path)
+    data.load(name, data_dir=tmp_path, download=download)
   msg = str(err.value)
   assert isinstance(err.value, FileNotFoundError)
   assert repr(name) in msg and str(tmp_path) in msg and tfds_name in msg
-  assert 'download=False' in msg and 'tfds.load(' in msg
+  assert f'TFDS {tfds_name} in {tmp_path} (not prepared)' in msg
+  assert 'tfds.load(' in msg and 'downloads and prepares it' in msg
+  if download is False:
+    assert not offline and '(download=False)' in msg
+  else:  # Auto or True: probed once, offline, so nothing was tried.
+    assert len(offline) == 1 and 'no network: ' in msg
   if name != 'svhn':
-    assert 'Kaggle' in msg
+    assert 'Kaggle' in msg and 'train/<class>' in msg
     assert ('cifar-10-batches-py' if name == 'cifar10' else
             'cifar-100-python') in msg
 
 
-def test_default_tfds_dir_never_downloads():
+@pytest.mark.parametrize('download', [False, None])
+def test_default_tfds_dir_downloads_only_when_allowed(offline, download):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if tfds.builder('cifar100').is_prepared():
     pytest.skip('cifar100 is prepared in the default TFDS dir here')
-  with _no_download(), pytest.raises(data.DataNotFoundError,
-                                     match='cifar100.*download=False'):
-    data.load('cifar100')
+  with _no_download(), pytest.raises(data.DataNotFoundError) as err:
+    data.load('cifar100', download=download)
+  assert 'the TFDS default data dir (not prepared)' in str(err.value)
+  assert len(offline) == (download is None)
 
 
 def test_missing_data_dir_gives_clear_error(tmp_path):
   with _no_download(), pytest.raises(data.DataNotFoundError,
                                      match='does not exist'):
     data.load('cifar10', data_dir=tmp_path / 'nope')
+
+
+def test_bad_download_argument():
+  with pytest.raises(ValueError, match='download must be None'):
+    data.load('cifar10', download='yes')
+
+
+@contextlib.contextmanager
+def _fake_download(splits=None, error=None):
+  """Online, with TFDS's download replaced: it writes `splits`, or raises.
+
+  Yields the list of TFDS names whose download_and_prepare was called.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  original = tfds.core.DatasetBuilder.download_and_prepare
+  calls = []
+
+  def fake(self, *args, **kwargs):
+    del args, kwargs
+    calls.append(self.name)
+    if error is not None:
+      raise error
+    with mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare',
+                           original):
+      _prepare_tfds(self.name, self.data_dir_root, splits)
+
+  with mock.patch.object(data, '_probe', return_value=None), \
+       mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare',
+                         fake):
+    yield calls
+
+
+@pytest.mark.parametrize('download', [None, True])
+def test_download_when_no_local_source(tmp_path, capsys, download):
+  rng = np.random.default_rng(13)
+  splits = {'train': (_images(rng, 6), np.arange(6)),
+            'test': (_images(rng, 4), np.arange(4))}
+  with _fake_download(splits) as calls:
+    ds = data.load('cifar10', data_dir=tmp_path, download=download)
+    assert calls == ['cifar10']
+    assert 'downloading TFDS cifar10 into' in capsys.readouterr().err
+    again = data.load('cifar10', data_dir=tmp_path, download=download)
+    assert calls == ['cifar10']  # Prepared now: not downloaded again.
+  assert ds.source == f'tfds:cifar10 @ {tmp_path}'
+  assert _sorted_rows(ds.train_images, ds.train_labels) == _sorted_rows(
+      *splits['train'])
+  np.testing.assert_array_equal(ds.test_labels, again.test_labels)
+
+
+def test_failed_download_gives_not_found(tmp_path):
+  with _fake_download(error=OSError('Connection reset by peer')) as calls, \
+       pytest.raises(data.DataNotFoundError,
+                     match=r"'svhn' not found and not downloaded \(the "
+                           r'download failed: OSError: Connection reset'):
+    data.load('svhn', data_dir=tmp_path)
+  assert calls == ['svhn_cropped']
+
+
+def test_download_false_never_calls_the_builder(tmp_path):
+  with _fake_download(error=AssertionError('downloaded')) as calls, \
+       pytest.raises(data.DataNotFoundError, match='download=False'):
+    data.load('cifar100', data_dir=tmp_path, download=False)
+  assert not calls
+
+
+def test_local_sources_come_before_a_download(tmp_path):
+  _write_folder(tmp_path, list(data._CLASS_NAMES['cifar10']),  # pylint: disable=protected-access
+                np.random.default_rng(14), n_train=1, n_test=1)
+  with _fake_download(error=AssertionError('downloaded')) as calls:
+    ds = data.load('cifar10', data_dir=tmp_path, download=True)
+  assert not calls and ds.source.startswith('image folder @ ')
+
+
+def test_probe_is_quick_and_says_why(monkeypatch):
+  import socket  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  probe = _ORIGINAL_PROBE  # The autouse fixture replaces data._probe.
+  with socket.socket() as server:
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    assert probe([('127.0.0.1', port)], timeout=2) is None
+  # The port is closed now: refused, with the reason.
+  why = probe([('127.0.0.1', port)], timeout=2)
+  assert why.startswith('no network: 127.0.0.1:') and 'Refused' in why
+  # A hanging connect (or DNS lookup) is abandoned after the timeout.
+  monkeypatch.setattr(socket, 'create_connection',
+                      lambda *a, **k: time.sleep(30))
+  start = time.monotonic()
+  why = probe([('example.invalid', 443)], timeout=0.3)
+  assert time.monotonic() - start < 2
+  assert 'example.invalid:443: no answer within 0.3 s' in why
+
+
+def test_download_addresses_follow_a_proxy(monkeypatch):
+  for var in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'):
+    monkeypatch.delenv(var, raising=False)
+  assert data._download_addresses('cifar10') == [  # pylint: disable=protected-access
+      ('storage.googleapis.com', 443), ('www.cs.toronto.edu', 443)]
+  monkeypatch.setenv('https_proxy', 'http://proxy.corp:3128')
+  assert data._download_addresses('svhn') == [('proxy.corp', 3128)]  # pylint: disable=protected-access
 
 
 # ---------------------------------------------------------------- TFDS
@@ -671,7 +799,7 @@ def test_tfds_svhn_with_and_without_extra(tfds_dir):
       np.concatenate([s['train'][1], s['extra'][1]]))
   # The cifar10 in the same dir is not mistaken for cifar100.
   with pytest.raises(data.DataNotFoundError, match='cifar100'):
-    data.load('cifar100', data_dir=root)
+    data.load('cifar100', data_dir=root, download=False)
 
 
 # ------------------------------------------------------------- pipelines

@@ -33,8 +33,12 @@ import importlib
 import math
 import os
 import pickle
+import socket
 import sys
 import tempfile
+import threading
+import time
+import urllib.parse
 
 import numpy as np
 
@@ -48,6 +52,12 @@ CIFAR_PAD = 4
 
 _TFDS_NAMES = {'cifar10': 'cifar10', 'cifar100': 'cifar100',
                'svhn': 'svhn_cropped'}
+# The sites TFDS downloads each data set from (when its GCS mirror misses),
+# and how long the connectivity probe before a download may take.
+_DOWNLOAD_HOSTS = {'cifar10': ('www.cs.toronto.edu', 443),
+                   'cifar100': ('www.cs.toronto.edu', 443),
+                   'svhn': ('ufldl.stanford.edu', 80)}
+_PROBE_TIMEOUT_S = 3.0
 _N_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'svhn': 10}
 # The CIFAR "python version": folder name, training files, test file, label key.
 _CIFAR_PY = {
@@ -144,35 +154,58 @@ class Dataset:
 # ------------------------------------------------------------------ loading
 
 
-def load(name='digits', data_dir=None, *, svhn_extra=False):
+def load(name='digits', data_dir=None, download=None, *, svhn_extra=False):
   """Loads a whole data set into memory, from the first source that has it.
 
   * ``digits``: scikit-learn's bundled digits (`load_digits`, no download).
-  * ``cifar10`` / ``cifar100``: the CIFAR "python version" batch folder if
-    ``data_dir`` holds it (``data_dir`` itself, ``data_dir/cifar-10-batches-py``
-    or ``data_dir/cifar-100-python``, or one level deeper, as Kaggle mounts
-    ``/kaggle/input/<slug>/...``); else TFDS ``cifar10`` / ``cifar100``.
-  * ``svhn``: TFDS ``svhn_cropped``; with ``svhn_extra`` its 531,131-image
-    ``extra`` split is appended to ``train`` (as the paper did).
+  * ``cifar10`` / ``cifar100``, in this order: the CIFAR "python version"
+    batch folder if ``data_dir`` holds it (``data_dir`` itself,
+    ``data_dir/cifar-10-batches-py`` or ``data_dir/cifar-100-python``, or one
+    level deeper, as Kaggle mounts ``/kaggle/input/<slug>/...``); image
+    folders ``train/<class>/`` and ``test/<class>/`` in ``data_dir`` or one
+    level deeper (class folders named as the data set's labels); a prepared
+    TFDS ``cifar10`` / ``cifar100``; else a TFDS download (see ``download``).
+  * ``svhn``: TFDS ``svhn_cropped`` (prepared, else downloaded); with
+    ``svhn_extra`` its 531,131-image ``extra`` split is appended to ``train``
+    (as the paper did).
+  * ``folder``: image folders ``train/<class>/*.png|jpg`` and
+    ``test/<class>/...`` in ``data_dir`` (or one level deeper); labels are the
+    sorted class folder names; images of another size than the first are
+    resized to it (bilinear); greyscale becomes 3 channels.
 
-  TFDS is read from ``data_dir`` (or TFDS's default directory when None) and
-  never downloads: a missing data set raises `DataNotFoundError`.
+  Image folders are decoded once (in threads) and cached as a ``.npz``:
+  ``data_dir/.../.wrn_trax_cache.npz`` beside the data if writable, else in
+  ``~/.cache/wrn_trax`` (``$XDG_CACHE_HOME/wrn_trax``); ``$WRN_TRAX_CACHE``,
+  when set, is used instead of both. The cache is keyed by the file list,
+  sizes and modification times, so a changed folder is read again.
+
+  TFDS is read from ``data_dir`` (or TFDS's default directory when None).
 
   Args:
     name: one of `DATASETS`.
-    data_dir: a folder holding the CIFAR batch folder or a TFDS data dir.
+    data_dir: a folder holding the CIFAR batch folder, image folders or a
+      TFDS data dir (downloads go there too).
+    download: None (auto) or True: when no local source has the data set,
+      probe the network (at most ~3 s) and let TFDS download and prepare it,
+      with its progress bars; offline or on failure, `DataNotFoundError`.
+      False: never download. 'digits' and 'folder' never download.
     svhn_extra: for 'svhn', append the `extra` split to the training split.
 
   Returns:
     A `Dataset`.
 
   Raises:
-    ValueError: ``name`` is not one of `DATASETS`.
-    DataNotFoundError: the data set is not where we looked.
+    ValueError: ``name`` is not one of `DATASETS`, a bad argument, or image
+      folders / batch files that cannot be read (the message says why).
+    DataNotFoundError: the data set is not where we looked and was not
+      downloaded (the message says where we looked and how to provide it).
   """
   if name not in DATASETS:
     raise ValueError(f'name={name!r} is not a known data set; expected one of '
                      f'{DATASETS} (or build one with from_arrays).')
+  if download not in (None, True, False):
+    raise ValueError(f'download must be None (auto), True or False, got '
+                     f'{download!r}.')
   if svhn_extra and name != 'svhn':
     raise ValueError(f'svhn_extra=True applies only to name=\'svhn\', '
                      f'not {name!r}.')
@@ -200,7 +233,7 @@ def load(name='digits', data_dir=None, *, svhn_extra=False):
     folder = _find_image_folder(name, data_dir, looked)
     if folder is not None:
       return _load_image_folder(name, folder)
-  return _load_tfds(name, data_dir, svhn_extra, looked)
+  return _load_tfds(name, data_dir, svhn_extra, looked, download)
 
 
 def from_arrays(train_images, train_labels, test_images, test_labels,
@@ -783,55 +816,149 @@ def _load_image_folder(name, folder):
 # --------------------------------------------------------------------- TFDS
 
 
-def _not_found(name, data_dir, looked, tfds_name, tfds_dir):
-  """Builds the DataNotFoundError for a data set found nowhere."""
-  where = '\n'.join(f'  - {p}' for p in looked + [
-      f'TFDS {tfds_name} in {tfds_dir} (download=False)'])
+def _not_found(name, data_dir, looked, tfds_name, reason):
+  """Builds the DataNotFoundError for a data set found nowhere.
+
+  Args:
+    name: the data set.
+    data_dir: the data_dir given, or None.
+    looked: every place looked, in order.
+    tfds_name: the TFDS name.
+    reason: why nothing was downloaded, e.g. 'download=False'.
+  """
+  where = '\n'.join(f'  - {p}' for p in looked)
   fixes = []
   if name in _CIFAR_PY:
     fixes.append(
         f'  1. Attach the Kaggle CIFAR data set ("python version") and pass '
         f'data_dir= the folder holding {_CIFAR_PY[name][0]}/ (or that folder '
-        f'itself), or a prepared TFDS data dir.')
+        f'itself), or image folders (train/<class>/*.png|jpg and '
+        f'test/<class>/...), or a prepared TFDS data dir.')
   else:
     fixes.append(f'  1. Pass data_dir= a TFDS data dir holding a prepared '
                  f'{tfds_name}.')
   target = data_dir or '~/tensorflow_datasets'
   split = ', split=[\'train\', \'test\', \'extra\']' if name == 'svhn' else ''
+  dir_arg = f', data_dir={data_dir!r}' if data_dir else ''
   fixes.append(
-      f'  2. Download it once with internet: python -c "import '
+      f'  2. With internet, data.load({name!r}{dir_arg}) downloads and '
+      f'prepares it (TFDS {tfds_name}), or once by hand: python -c "import '
       f'tensorflow_datasets as tfds; tfds.load(\'{tfds_name}\', '
       f'data_dir=\'{target}\'{split})"')
   return DataNotFoundError(
-      f'Data set {name!r} not found (offline: nothing is downloaded). '
+      f'Data set {name!r} not found and not downloaded ({reason}). '
       f'Looked in:\n{where}\nFixes:\n' + '\n'.join(fixes))
 
 
-def _load_tfds(name, data_dir, svhn_extra, looked):
+def _probe(addresses, timeout=_PROBE_TIMEOUT_S):
+  """Whether any of the (host, port) addresses accepts a TCP connection.
+
+  Each connection (name lookup included) runs in a daemon thread, so the
+  probe takes at most ``timeout`` seconds (plus a little) even where DNS
+  hangs.
+
+  Returns:
+    None if one connected, else a short reason for humans.
+  """
+  results = {}
+
+  def connect(address):
+    try:
+      socket.create_connection(address, timeout=timeout).close()
+      results[address] = None
+    except OSError as e:
+      results[address] = f'{type(e).__name__}: {e}'
+
+  threads = [threading.Thread(target=connect, args=(a,), daemon=True)
+             for a in addresses]
+  for t in threads:
+    t.start()
+  deadline = time.monotonic() + timeout + 0.5
+  for t in threads:
+    t.join(max(0.0, deadline - time.monotonic()))
+  if any(results.get(a, 'x') is None for a in addresses):
+    return None
+  return 'no network: ' + '; '.join(
+      f'{host}:{port}: {results.get((host, port)) or f"no answer within {timeout:g} s"}'
+      for host, port in addresses)
+
+
+def _download_addresses(name):
+  """Where a TFDS download of `name` goes first: a proxy, or GCS and the source.
+
+  TFDS tries its GCS mirror (storage.googleapis.com) before the data set's
+  own site; with $HTTPS_PROXY / $HTTP_PROXY set, the proxy is what must
+  answer.
+  """
+  for var in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'):
+    proxy = os.environ.get(var)
+    if proxy:
+      parsed = urllib.parse.urlsplit(proxy if '://' in proxy
+                                     else f'http://{proxy}')
+      if parsed.hostname:
+        return [(parsed.hostname, parsed.port or 80)]
+  return [('storage.googleapis.com', 443), _DOWNLOAD_HOSTS[name]]
+
+
+def _download_tfds(name, tfds_name, data_dir, looked):
+  """Downloads and prepares a TFDS data set, with TFDS's progress bars.
+
+  Probes the network first (`_probe`, ~3 s at most) so that an offline
+  machine gets the `DataNotFoundError` at once instead of a hang.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  offline = _probe(_download_addresses(name))
+  if offline is not None:
+    raise _not_found(name, data_dir, looked, tfds_name, offline)
+  where = data_dir or 'the TFDS default data dir (~/tensorflow_datasets)'
+  print(f'wrn_trax.data: {name!r} not found locally; downloading TFDS '
+        f'{tfds_name} into {where} ...', file=sys.stderr)
+  try:
+    tfds.builder(tfds_name, data_dir=data_dir).download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _not_found(name, data_dir, looked, tfds_name,
+                     f'the download failed: {type(e).__name__}: {e}') from e
+
+
+def _load_tfds(name, data_dir, svhn_extra, looked, download):
   """Loads whole TFDS splits into memory through `trax.data.TFDS`.
 
   `trax.data.TFDS` is used with a `tfds_preprocess_fn` that batches the whole
-  split, so its first yield is the split as numpy. Two things it cannot do
+  split, so its first yield is the split as numpy. Three things it cannot do
   are done with tfds directly: checking that the data set is prepared
   (`trax.data.TFDS` downloads when `data_dir` is None, and its `tfds.load`
-  call uses download=True), and reading SVHN's ``extra`` split (it only
-  picks train or validation/test).
+  call uses download=True), downloading only when asked to (and after a
+  connectivity probe), and reading SVHN's ``extra`` split (it only picks
+  train or validation/test).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import trax  # pylint: disable=g-import-not-at-top
   tfds_name = _TFDS_NAMES[name]
-  if data_dir is not None and not os.path.isdir(data_dir):
-    looked.append(f'{data_dir} (does not exist)')
-    raise _not_found(name, data_dir, looked, tfds_name, data_dir)
-  if data_dir is not None and not os.path.isdir(
-      os.path.join(data_dir, tfds_name)):
-    # Nothing to ask TFDS about (and it would log a warning for the miss).
-    raise _not_found(name, data_dir, looked, tfds_name, data_dir)
-  builder = tfds.builder(tfds_name, data_dir=data_dir)
+
+  def prepared():
+    """A prepared builder from data_dir (or TFDS's default dir), or None."""
+    if data_dir is not None and not os.path.isdir(
+        os.path.join(data_dir, tfds_name)):
+      # Nothing to ask TFDS about (and it would log a warning for the miss).
+      return None
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    return builder if builder.is_prepared() else None
+
+  builder = prepared()
+  if builder is None:
+    if data_dir is not None and not os.path.isdir(data_dir):
+      looked.append(f'{data_dir} (does not exist)')
+    looked.append(f'TFDS {tfds_name} in '
+                  f'{data_dir or "the TFDS default data dir"} (not prepared)')
+    if download is False:
+      raise _not_found(name, data_dir, looked, tfds_name, 'download=False')
+    _download_tfds(name, tfds_name, data_dir, looked)
+    builder = prepared()
+    if builder is None:
+      raise _not_found(name, data_dir, looked, tfds_name,
+                       'TFDS reported success but the data set is still not '
+                       'prepared')
   root = getattr(builder, '_data_dir_root', None) or data_dir
-  if not builder.is_prepared():
-    raise _not_found(name, data_dir, looked, tfds_name,
-                     root or 'the TFDS default data dir')
   root = os.fspath(root)
   splits = builder.info.splits
 
@@ -850,7 +977,7 @@ def _load_tfds(name, data_dir, svhn_extra, looked):
   if svhn_extra:
     if 'extra' not in splits:
       raise _not_found(name, data_dir, looked + [f'{root}: no extra split'],
-                       tfds_name, root)
+                       tfds_name, 'TFDS has no extra split there')
     extra = tfds.as_numpy(tfds.load(
         tfds_name, split='extra', data_dir=root, batch_size=-1,
         download=False, as_supervised=True))
