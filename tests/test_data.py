@@ -586,6 +586,29 @@ def test_folder_cache_goes_to_cache_dir_when_data_is_read_only(
   assert not (root / '.wrn_trax_cache.npz').exists()
 
 
+def test_folder_load_bench_runs_small(tmp_path, cache_env, monkeypatch,
+                                      capsys):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  bench = os.path.join(os.path.dirname(__file__), '..', 'bench')
+  monkeypatch.syspath_prepend(bench)
+  spec = importlib.util.spec_from_file_location(
+      'bench_folder_load', os.path.join(bench, 'folder_load.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  _write_folder(tmp_path / 'imgs', list(data._CLASS_NAMES['cifar10']),  # pylint: disable=protected-access
+                np.random.default_rng(15), n_train=2, n_test=1, fmt='jpg')
+  out_json = tmp_path / 'r.json'
+  runs, check = module.main([str(tmp_path / 'imgs'), '--threads', '1', '2',
+                             '--cached-rounds', '2', '--json', str(out_json)])
+  assert [r['threads_setting'] for r in runs] == [1, 2]
+  assert all(r['first_s'] > 0 and r['images'] == 30 for r in runs)
+  assert check['train_shape'] == [20, 32, 32, 3]
+  assert check['train_per_class'] == [2] * 10
+  assert out_json.is_file() and '| 1 | 30 |' in capsys.readouterr().out
+  assert not list((tmp_path / 'imgs').glob('.wrn_trax_cache*'))  # Temp cache.
+  assert 'WRN_TRAX_CACHE' not in os.environ
+
+
 # ------------------------------------------- not found / offline / download
 
 

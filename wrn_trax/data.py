@@ -85,8 +85,9 @@ _CLASS_NAMES = {
         tulip turtle wardrobe whale willow_tree wolf woman worm'''.split()),
 }
 # Image folders: file types read, the cache file name beside the data, the
-# cache format version (part of the fingerprint) and decoding threads (PIL
-# releases the GIL while decoding).
+# cache format version (part of the fingerprint) and the most decoding threads
+# (at most 2 per core: PIL releases the GIL while decoding, and reads wait on
+# the disk).
 _IMAGE_EXTS = ('.png', '.jpg', '.jpeg')
 _CACHE_NAME = '.wrn_trax_cache.npz'
 _CACHE_VERSION = 1
@@ -734,7 +735,7 @@ def _decode_images(name, folder, rows, size, resize):
                          f'remove or replace the file.') from None
 
   n = len(rows)
-  workers = max(1, min(_DECODE_THREADS, os.cpu_count() or 1))
+  workers = max(1, min(_DECODE_THREADS, 2 * (os.cpu_count() or 1)))
   chunk = max(256, -(-n // (workers * 8)))
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     futures = [pool.submit(decode, i, min(i + chunk, n))
