@@ -6,10 +6,16 @@ Sources, picked by `load`:
 * ``digits``: scikit-learn's bundled 8x8 digits, upscaled to 32x32x3. A smoke /
   demo set that needs no download; not a benchmark.
 * ``cifar10`` / ``cifar100``: the CIFAR "python version" batch folders
-  (``cifar-10-batches-py``, ``cifar-100-python``, as on Kaggle) when
-  ``data_dir`` holds one, else a prepared TensorFlow Datasets directory.
+  (``cifar-10-batches-py``, ``cifar-100-python``, as on Kaggle; pickled by
+  Python 2 or 3 at any protocol, read with a restricted unpickler) when
+  ``data_dir`` holds one, else image folders (``train/<class>/*.png|jpg``,
+  ``test/<class>/...``), else a prepared TensorFlow Datasets directory, else
+  a TFDS download (after a quick connectivity probe; ``download=False``
+  never downloads).
 * ``svhn``: TFDS ``svhn_cropped`` (optionally with the ``extra`` split, as the
-  paper trains on it).
+  paper trains on it), prepared or downloaded.
+* ``folder``: image folders with any classes (labels = sorted folder names).
+  Image folders are decoded once, in threads, and cached as a ``.npz``.
 * `from_arrays`: numpy arrays the caller already has.
 
 Whole splits are loaded into memory once, as numpy. The pipelines are
@@ -299,7 +305,7 @@ def default_preprocess(name):
 
   Returns:
     'cifar' for cifar10/100, 'svhn' for svhn, 'standardize' otherwise
-    (digits, arrays).
+    (digits, folder, arrays).
   """
   if name in ('cifar10', 'cifar100'):
     return 'cifar'
@@ -740,8 +746,13 @@ def _decode_images(name, folder, rows, size, resize):
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     futures = [pool.submit(decode, i, min(i + chunk, n))
                for i in range(0, n, chunk)]
-    for fut in futures:
-      fut.result()
+    try:
+      for fut in futures:
+        fut.result()
+    except BaseException:
+      for fut in futures:  # A bad file: stop the chunks not yet started.
+        fut.cancel()
+      raise
   return out
 
 
