@@ -75,6 +75,7 @@ def main(argv=None):
   old_env = os.environ.get('WRN_TRAX_CACHE')
   rows, runs = [], []
   ds = None
+  load_before = os.getloadavg()
   try:
     for n_threads in threads:
       cache = tempfile.mkdtemp(prefix='wrn_trax_bench_cache_')
@@ -118,12 +119,17 @@ def main(argv=None):
       class_names=list(ds.class_names),
       train_channel_means=[round(float(m), 2) for m in mean])
   facts = _facts()
+  # Other jobs on the machine: 1-minute load average before and after.
+  facts['load_average_1min'] = [round(load_before[0], 1),
+                                round(os.getloadavg()[0], 1)]
   print(f'\n{args.name} image folders at {os.path.abspath(args.path)}: '
         f'train {tuple(ds.train_images.shape)}, test '
         f'{tuple(ds.test_images.shape)} {ds.train_images.dtype}; '
         f'channel means {check["train_channel_means"]}')
   print(f'{facts["cpu"]}, {facts["nproc"]} cores; Python {facts["python"]}, '
-        f'numpy {facts["numpy"]}, Pillow {facts["pillow"]}\n')
+        f'numpy {facts["numpy"]}, Pillow {facts["pillow"]}; load average '
+        f'{facts["load_average_1min"][0]} before, '
+        f'{facts["load_average_1min"][1]} after\n')
   print(_common.markdown_table(
       ['decode threads', 'images', 'first load, s', 'images/s',
        'cached load, s: median (min–max)', 'cache MB'], rows))
