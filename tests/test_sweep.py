@@ -169,3 +169,51 @@ def test_ray_executor_runs_two_members_in_parallel(tmp_path):
     assert rows[-1]['split'] == 'test'
   (s0, e0), (s1, e1) = spans
   assert s0 < e1 and s1 < e0
+
+
+@pytest.mark.slow
+def test_a_member_running_elsewhere_is_reported_and_the_others_train(
+    tmp_path):
+  root = str(tmp_path / 'runs')
+  grid = dict(GRID, steps=2, eval_every=2, checkpoint_every=2)
+  busy, free = [w for w, _ in sweep_lib.plan(root=root, **grid)]
+  # Another session holds the first member's folder (flock is per open file,
+  # so a lock taken here is another writer to the sweep as well).
+  with runio.lock_run_folder(busy):
+    frame = wrn_trax.sweep(root=root, verbose=False, **grid)
+    assert os.listdir(busy) == [runio.LOCK_FILE]  # nothing written there
+  assert list(frame['status']) == ['running', 'done']
+  assert frame['reason'][0].startswith('running elsewhere: ')
+  assert f'pid {os.getpid()} on ' in frame['reason'][0]
+  assert runio.read_json(os.path.join(free, 'summary.json'))['status'] == 'done'
+  table = wrn_trax.report.summarize(frame, paper=False)
+  counts = {row.model: (row.n_done, row.n_incomplete)
+            for row in table.itertuples()}
+  assert counts == {'WRN-10-1': (0, 1), 'WRN-10-2': (1, 0)}
+
+
+def test_a_garbage_config_stops_the_plan_and_a_garbage_summary_the_member(
+    tmp_path):
+  root = str(tmp_path / 'runs')
+  grid = dict(GRID, widen_factors=[1])
+  (workdir,), = [[w for w, _ in sweep_lib.plan(root=root, **grid)]]
+  os.makedirs(workdir)
+  config = os.path.join(workdir, 'config.json')
+  with open(config, 'w') as f:
+    f.write('{"model": "WRN-10')
+  with pytest.raises(runio.CorruptFileError,
+                     match=f'config.json in {workdir} is truncated'):
+    wrn_trax.sweep(root=root, verbose=False, **grid)
+  assert open(config).read() == '{"model": "WRN-10'
+  assert os.listdir(root) == [os.path.basename(workdir)]
+
+  os.remove(config)
+  summary = os.path.join(workdir, 'summary.json')
+  with open(summary, 'w') as f:
+    f.write('garbage')
+  frame = wrn_trax.sweep(root=root, verbose=False, **grid)
+  assert list(frame['status']) == ['failed']
+  assert frame['reason'][0].startswith(
+      f'CorruptFileError: summary.json in {workdir} is truncated')
+  assert os.listdir(workdir) == ['summary.json']
+  assert open(summary).read() == 'garbage'

@@ -30,14 +30,50 @@ def _value(text):
     return text
 
 
+# Arguments of train/sweep that have their own option, not a --set.
+_OPTIONS = ('model', 'dataset', 'recipe', 'workdir', 'seed', 'data_dir',
+            'verbose', 'root', 'executor', 'address', 'seeds', 'family',
+            'widen_factors', 'depths', 'blocks', 'dropouts')
+
+
 def _overrides(pairs):
+  """The recipe fields of --set KEY=VALUE, parsed by `_value`.
+
+  Raises ValueError for a pair without '=' or a key that has an option of
+  its own; the values are type-checked by `recipes.get`.
+  """
   out = {}
   for pair in pairs or []:
     if '=' not in pair:
-      raise SystemExit(f'--set takes key=value, got {pair!r}')
+      raise ValueError(f'--set takes KEY=VALUE, got {pair!r}')
     key, value = pair.split('=', 1)
-    out[key.strip()] = _value(value.strip())
+    key = key.strip()
+    if key in _OPTIONS:
+      raise ValueError(f'--set {key}=...: {key} is not a recipe field; use '
+                       f'--{key.replace("_", "-")}')
+    out[key] = _value(value.strip())
   return out
+
+
+def _recipe_args(args):
+  """(steps, overrides) of train/sweep, checked against the recipe.
+
+  `--set steps=N` is `--steps N`. Bad fields or values fail here, before
+  the training modules are imported.
+  """
+  from wrn_trax import recipes  # pylint: disable=g-import-not-at-top
+  overrides = _overrides(args.set)
+  steps = args.steps
+  if 'steps' in overrides:
+    value = overrides.pop('steps')
+    if steps is not None and value != steps:
+      raise ValueError(f'--steps {steps} and --set steps={value} disagree')
+    steps = value
+  if steps is not None and (not isinstance(steps, int) or
+                            isinstance(steps, bool) or steps <= 0):
+    raise ValueError(f'steps must be a positive int, got {steps!r}')
+  recipes.get(args.recipe, args.dataset, **overrides)
+  return steps, overrides
 
 
 def _common(p, root_default=None):
@@ -114,12 +150,25 @@ def parser():
 
 
 def main(argv=None):
+  """Runs `wrn-trax`.
+
+  Bad input and a run folder that cannot be used as it is (busy, a garbage
+  config.json or summary.json, a truncated checkpoint: ValueErrors, see
+  `runio.RunFolderError`) print one `error:` line that says what to do and
+  exit with status 2, as argparse does for bad options; nothing is written
+  to the run folder. Ctrl-C exits with 130 and says how to resume.
+  """
   args = parser().parse_args(argv)
   try:
     _dispatch(args)
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f'wrn-trax {args.command}: error: {e}', file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:
+    again = (' (rerun the same command to resume)'
+             if args.command in ('train', 'sweep') else '')
+    print(f'wrn-trax {args.command}: interrupted{again}', file=sys.stderr)
+    sys.exit(130)
 
 
 def _dispatch(args):
@@ -138,23 +187,24 @@ def _dispatch(args):
         train=list(ds.train_images.shape), test=list(ds.test_images.shape)),
                      indent=2))
   elif args.command == 'train':
+    steps, overrides = _recipe_args(args)
     from wrn_trax import train  # pylint: disable=g-import-not-at-top
     summary = train.train(
         model=args.model, dataset=args.dataset, recipe=args.recipe,
-        steps=args.steps, workdir=args.workdir, seed=args.seed,
-        data_dir=args.data_dir, verbose=not args.quiet,
-        **_overrides(args.set))
+        steps=steps, workdir=args.workdir, seed=args.seed,
+        data_dir=args.data_dir, verbose=not args.quiet, **overrides)
     print(json.dumps(summary, indent=2))
   elif args.command == 'sweep':
+    steps, overrides = _recipe_args(args)
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     from wrn_trax import sweep  # pylint: disable=g-import-not-at-top
     frame = sweep.sweep(
         widen_factors=args.widen_factors, depths=args.depths,
         blocks=args.blocks, dropouts=args.dropouts, seeds=args.seeds,
         family=args.family, dataset=args.dataset, recipe=args.recipe,
-        steps=args.steps, root=args.root, executor=args.executor,
+        steps=steps, root=args.root, executor=args.executor,
         address=args.address, data_dir=args.data_dir,
-        verbose=not args.quiet, **_overrides(args.set))
+        verbose=not args.quiet, **overrides)
     print(report.format_table(report.summarize(frame)))
   elif args.command == 'report':
     from wrn_trax import report  # pylint: disable=g-import-not-at-top

@@ -6,6 +6,7 @@ changes single fields. Epoch-based fields (`epochs`, `lr_milestones`) become
 steps in `resolve_steps` once the size of the training split is known.
 """
 import copy
+import numbers
 
 RECIPES = ('seed', 'paper', 'smoke')
 
@@ -101,11 +102,74 @@ def get(name, dataset='digits', **overrides):
   if unknown:
     raise ValueError(f'unknown recipe field(s) {unknown}; '
                      f'known fields: {sorted(r)}')
+  for key, value in overrides.items():
+    _check_type(key, value, name, r[key])
   r.update(copy.deepcopy(overrides))
   if isinstance(r['lr_milestones'], list):
     r['lr_milestones'] = tuple(r['lr_milestones'])
+  if r['steps'] is None and r['epochs'] is None:
+    raise ValueError(f'the {name} recipe needs steps or epochs; both are None')
   _check(r)
   return r
+
+
+def _kind(value):
+  if value is None:
+    return None
+  if isinstance(value, bool):
+    return bool
+  if isinstance(value, numbers.Integral):
+    return int
+  if isinstance(value, numbers.Real):
+    return float
+  if isinstance(value, (tuple, list)):
+    return tuple
+  return type(value)
+
+
+def _field_kinds():
+  """What each field takes: the kinds of value the recipes give it."""
+  kinds = {}
+  for r in (seed(), paper('cifar10'), paper('svhn'), smoke()):
+    for key, value in r.items():
+      kinds.setdefault(key, set()).add(_kind(value))
+  return kinds
+
+
+def _is_number(x):
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_type(key, value, recipe, default):
+  """Raises ValueError if `value` is not of a kind the field `key` takes.
+
+  Numbers where the recipes have numbers (an int where they all have
+  ints), strings where they have strings, a tuple of numbers for
+  lr_milestones, and None only where some recipe has None.
+  """
+  kinds = _field_kinds().get(key, set())
+  allowed = kinds - {None}
+  if value is None:
+    ok = None in kinds or not allowed
+  elif not allowed:
+    ok = True
+  elif float in allowed:
+    ok = _is_number(value)
+  elif int in allowed:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+  elif tuple in allowed:
+    ok = isinstance(value, (tuple, list)) and all(_is_number(v) for v in value)
+  else:
+    ok = isinstance(value, tuple(allowed))
+  if ok:
+    return
+  words = {float: 'a number', int: 'an int', str: 'a string',
+           bool: 'True or False', tuple: 'a tuple of numbers, e.g. (60, 120)'}
+  want = ' or '.join(sorted(words.get(k, k.__name__) for k in allowed))
+  if None in kinds:
+    want += ' or None'
+  raise ValueError(f'recipe field {key} must be {want} (the {recipe} recipe '
+                   f'has {default!r}), got {value!r}')
 
 
 def _check(r):

@@ -138,9 +138,23 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
 
 
 def _run_member(kwargs, verbose):
-  """Trains one member; a failure is recorded, not raised."""
+  """Trains one member; a failure is recorded, not raised.
+
+  A member that another process is training (its folder is locked) gets
+  status 'running' (reason 'running elsewhere: ...'), and one whose folder
+  holds an unreadable file gets 'failed' with the file named; neither folder
+  is written to.
+  """
   try:
     return train_lib.train(verbose=verbose, **kwargs)
+  except runio.RunFolderBusyError as e:
+    if verbose:
+      print(f'{kwargs["workdir"]}: running elsewhere, skipped: {e}')
+    return dict(status='running', reason=f'running elsewhere: {e}')
+  except runio.RunFolderError as e:
+    if verbose:
+      print(f'{kwargs["workdir"]}: failed: {e}')
+    return dict(status='failed', reason=f'{type(e).__name__}: {e}')
   except Exception as e:  # pylint: disable=broad-except
     summary = runio.read_json_or_none(
         os.path.join(kwargs['workdir'], 'summary.json'))
@@ -225,7 +239,10 @@ def members_frame(members, summaries):
   """
   rows = []
   for (workdir, kwargs), summary in zip(members, summaries):
-    config = runio.read_json_or_none(os.path.join(workdir, 'config.json'))
+    try:
+      config = runio.read_json_or_none(os.path.join(workdir, 'config.json'))
+    except runio.CorruptFileError:  # reported in the member's summary
+      config = None
     if config is None:
       config = train_lib.make_config(
           **{k: v for k, v in kwargs.items() if k != 'workdir'})
