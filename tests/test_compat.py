@@ -85,12 +85,30 @@ def _layers(layer):
     yield from _layers(sub)
 
 
-def _same_tree(a, b):
+def _same_tree(a, b, rtol=0.0, atol=0.0):
   la, ta = jax.tree_util.tree_flatten(a)
   lb, tb = jax.tree_util.tree_flatten(b)
   assert ta == tb
   for x, y in zip(la, lb):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    if rtol or atol:
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                                 atol=atol)
+    else:
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _jax_version():
+  return tuple(int(p) for p in jax.__version__.split('.')[:3])
+
+
+# What the light step's donated update (`donate_argnums=(0,)`) gives against
+# trax's own step: bitwise the same weights, state, slots and losses on jax >=
+# 0.7.2 (verified on 0.7.2 and 0.10.2); on jax 0.5.3 XLA compiles the donated
+# update a little differently and some elements differ by 1 ulp (~1.5e-8 after
+# 3 steps; trax's step re-jitted with donation alone does the same), so there
+# the contract is allclose within 1e-6.
+BITWISE_LIGHT_STEP = _jax_version() >= (0, 7, 2)
+LIGHT_STEP_TOL = {} if BITWISE_LIGHT_STEP else {'rtol': 1e-6, 'atol': 1e-6}
 
 
 def _shared_dense_model():
@@ -163,9 +181,11 @@ def test_light_step_trains_exactly_as_traxs_one_step():
   light.run(3)
   assert before.is_deleted()  # donated to the compiled update
   assert not jax.tree_util.tree_leaves(light.model.weights)[0].is_deleted()
-  _same_tree(stock.model.weights, light.model.weights)
-  _same_tree(stock.model.state, light.model.state)
-  _same_tree(stock._trainer_per_task[0].slots, trainer.slots)  # pylint: disable=protected-access
-  assert (stock.history.get('train', 'metrics/CrossEntropyLoss') ==
-          light.history.get('train', 'metrics/CrossEntropyLoss'))
+  _same_tree(stock.model.weights, light.model.weights, **LIGHT_STEP_TOL)
+  _same_tree(stock.model.state, light.model.state, **LIGHT_STEP_TOL)
+  _same_tree(stock._trainer_per_task[0].slots, trainer.slots,  # pylint: disable=protected-access
+             **LIGHT_STEP_TOL)
+  _same_tree(stock.history.get('train', 'metrics/CrossEntropyLoss'),
+             light.history.get('train', 'metrics/CrossEntropyLoss'),
+             **LIGHT_STEP_TOL)
   assert trainer._accelerated_update_fn._cache_size() == 1  # pylint: disable=protected-access

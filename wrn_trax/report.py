@@ -629,7 +629,7 @@ def _errorbars(ax, x, stats, ylabel, series_keys, annotate=None):
     center = group[y].to_numpy(float)
     low = center - group[f'{ylabel}_min'].to_numpy(float)
     high = group[f'{ylabel}_max'].to_numpy(float) - center
-    ax.errorbar(group[x].to_numpy(float), center, yerr=[low, high],
+    ax.errorbar(group[x].to_numpy(float), center, yerr=np.stack([low, high]),
                 marker='o', capsize=3, label=label or None)
     if annotate:
       for _, r in group.iterrows():
