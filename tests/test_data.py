@@ -519,6 +519,24 @@ def test_folder_dataset_any_classes_grey_and_resized(tmp_path, cache_env):
   assert data.default_preprocess('folder') == 'standardize'
 
 
+def test_image_folder_one_level_deeper_picks_the_matching_classes(
+    tmp_path, cache_env):
+  rng = np.random.default_rng(16)
+  _write_folder(tmp_path / 'a_pets', ['cat', 'dog'], rng, n_test=1)
+  for f in (tmp_path / 'a_pets' / 'test' / 'dog').iterdir():
+    f.unlink()
+  (tmp_path / 'a_pets' / 'test' / 'dog').rmdir()
+  _write_folder(tmp_path / 'b_cifar', list(data._CLASS_NAMES['cifar10']),  # pylint: disable=protected-access
+                rng, n_train=1, n_test=1)
+  ds = data.load('cifar10', data_dir=tmp_path)
+  assert ds.source.startswith(f'image folder @ {tmp_path / "b_cifar"}')
+  pets = data.load('folder', data_dir=tmp_path)  # The first, sorted.
+  assert pets.class_names == ('cat', 'dog')
+  # test/ may lack a class that train/ has.
+  assert pets.train_labels.tolist() == [0] * 3 + [1] * 3
+  assert pets.test_labels.tolist() == [0]
+
+
 def test_folder_errors_are_clear(tmp_path, cache_env):
   with pytest.raises(ValueError, match='needs data_dir'):
     data.load('folder')

@@ -565,10 +565,12 @@ def _find_image_folder(name, data_dir, looked):
   """
   candidates = [data_dir] + sorted(
       p for p in glob.glob(os.path.join(glob.escape(data_dir), '*'))
-      if os.path.isdir(p))
+      if os.path.isdir(p) and os.path.basename(p) not in ('train', 'test'))
+  looked.append(os.path.join(data_dir, 'train', '<class>', '*.png|jpg'))
+  if len(candidates) > 1:
+    looked.append(os.path.join(data_dir, '*', 'train', '<class>', '*.png|jpg'))
   found = []
   for candidate in candidates:
-    looked.append(os.path.join(candidate, 'train', '<class>', '*.png|jpg'))
     if (_class_dirs(os.path.join(candidate, 'train')) and
         _class_dirs(os.path.join(candidate, 'test'))):
       found.append(candidate)
@@ -608,9 +610,7 @@ def _list_images(folder):
     rows = []
     for label, cls in enumerate(classes):
       cls_dir = os.path.join(split_dir, cls)
-      if cls not in split_classes:
-        if split == 'train':
-          raise ValueError(f'{cls_dir}: missing.')  # Not reached.
+      if cls not in split_classes:  # Only in test/: a class without tests.
         continue
       entries = sorted((e for e in os.scandir(cls_dir)
                         if _is_image(e.name) and e.is_file()),
