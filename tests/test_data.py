@@ -500,8 +500,8 @@ def test_cifar10_folder_names_match_loosely_and_size_is_checked(
 def test_folder_dataset_any_classes_grey_and_resized(tmp_path, cache_env):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(8)
-  written = _write_folder(tmp_path, ['zebra', 'ant', 'moth'], rng, size=(20, 12),
-                          mode='L', fmt='jpg')
+  written = _write_folder(tmp_path, ['zebra', 'ant', 'moth'], rng,
+                          size=(20, 12), mode='L', fmt='jpg')
   odd = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)  # 40 wide, 24 high.
   Image.fromarray(odd).save(tmp_path / 'train' / 'moth' / 'big.png')
   (tmp_path / 'train' / 'moth' / 'notes.txt').write_text('not an image')

@@ -798,10 +798,12 @@ def _load_image_folder(name, folder):
           f'{os.path.join(folder, files["train"][0][0])}: {size[0]}x{size[1]} '
           f'pixels, but {name} images are 32x32; use dataset=\'folder\' for '
           f'other sizes.')
+    decode = functools.partial(_decode_images, name, folder, size=size,
+                               resize=resize)
     cached = {
-        'train_images': _decode_images(name, folder, files['train'], size, resize),
+        'train_images': decode(files['train']),
         'train_labels': np.array([r[1] for r in files['train']], np.int32),
-        'test_images': _decode_images(name, folder, files['test'], size, resize),
+        'test_images': decode(files['test']),
         'test_labels': np.array([r[1] for r in files['test']], np.int32),
         'class_names': np.array(classes, dtype=str),
         'fingerprint': np.array(fingerprint),
@@ -890,8 +892,9 @@ def _probe(addresses, timeout=_PROBE_TIMEOUT_S):
     t.join(max(0.0, deadline - time.monotonic()))
   if any(results.get(a, 'x') is None for a in addresses):
     return None
+  silent = f'no answer within {timeout:g} s'
   return 'no network: ' + '; '.join(
-      f'{host}:{port}: {results.get((host, port)) or f"no answer within {timeout:g} s"}'
+      f'{host}:{port}: {results.get((host, port)) or silent}'
       for host, port in addresses)
 
 
