@@ -6,9 +6,21 @@ notebook's own defaults stay as they are and the injected values win. The
 notebooks run with nbclient in a `python3` kernel; jupyter_client starts a
 kernelspec whose argv[0] is 'python' with `sys.executable`, so the kernel runs
 in this interpreter (the injected cell checks it).
+
+The install cell runs for real: a wheel of this checkout (version
+`WHEEL_VERSION`) is built once, laid out as a Kaggle dataset would be, and the
+kernel's pip installs it into a folder of its own (`PIP_TARGET`, no
+dependencies, no index) that is first on the kernel's `PYTHONPATH`, so the
+notebook trains with the installed wheel and the venv's editable install is
+left as it is.
 """
+import glob
+import json
 import os
 import pathlib
+import re
+import shutil
+import subprocess
 import sys
 import time
 
@@ -25,7 +37,15 @@ NOTEBOOKS = sorted(
 # each notebook to about a minute on 2 CPU cores.
 SMOKE_STEPS = 20
 CELL_TIMEOUT_S = 300
-PARAMETER_NAMES = ('dataset', 'steps', 'smoke', 'root', 'recipe')
+PARAMETER_NAMES = ('dataset', 'steps', 'smoke', 'root', 'recipe',
+                   'wrn_trax_source')
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# The wheel's version: unlike the editable install's, so the install cell
+# must install it.
+WHEEL_VERSION = '0.1.0+nbtest'
+# Runs each notebook trains in smoke mode (02: d10 B(3,3) is shared).
+SMOKE_RUNS = {'01_width_sweep': 2, '02_block_types_and_depth': 3,
+              '03_reading_results': 2}
 
 
 def _read(path):
@@ -52,9 +72,18 @@ def _inject(nb, **params):
   return nb
 
 
-def _kernel_env():
-  """This process's environment, on the CPU and quiet."""
+def _kernel_env(site=None):
+  """This process's environment, on the CPU and quiet.
+
+  With `site`, pip installs into `site` (no dependencies, offline) and the
+  kernel imports from it first.
+  """
   env = dict(os.environ)
+  if site is not None:
+    env.update(PIP_TARGET=str(site), PIP_NO_DEPS='1', PIP_NO_INDEX='1',
+               PIP_DISABLE_PIP_VERSION_CHECK='1',
+               PYTHONPATH=os.pathsep.join(
+                   [str(site)] + [p for p in [env.get('PYTHONPATH')] if p]))
   env.update(
       CUDA_VISIBLE_DEVICES='',       # TF and jax see no GPU.
       JAX_PLATFORMS='cpu',
@@ -85,20 +114,162 @@ def test_stored_clean_with_one_parameters_cell(path):
     assert f'\n{name} = ' in '\n' + source, f'parameters cell lacks {name}'
 
 
+def _install_cell(nb):
+  """The code cell right after the parameters cell: the install cell."""
+  cell = nb.cells[_parameters_index(nb) + 1]
+  assert 'def install_wrn_trax(' in cell.source, cell.source[:200]
+  return cell
+
+
+def test_one_install_cell_in_every_notebook():
+  sources = {p.stem: _install_cell(_read(p)).source for p in NOTEBOOKS}
+  assert len(set(sources.values())) == 1, 'the install cells differ'
+  source = next(iter(sources.values()))
+  assert '<owner>' not in source
+  assert "'--upgrade'" not in source and "'-U'" not in source
+  for p in NOTEBOOKS:  # the default: a wheel attached as a Kaggle dataset
+    assert ("\nwrn_trax_source = '/kaggle/input/**/wrn_trax-*.whl'" in
+            _read(p).cells[_parameters_index(_read(p))].source)
+
+
+@pytest.fixture(scope='module')
+def install_cell():
+  """The install cell's functions, from executing it with 'skip'."""
+  namespace = dict(wrn_trax_source='skip')
+  exec(_install_cell(_read(NOTEBOOKS[0])).source, namespace)  # pylint: disable=exec-used
+  return namespace
+
+
+def _touch(path):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(b'')
+  return str(path)
+
+
+def test_install_plan_picks_the_newest_wheel_by_version(install_cell, tmp_path):
+  plan = install_cell['install_plan']
+  old = _touch(tmp_path / 'a' / 'wrn_trax-0.1.9-py3-none-any.whl')
+  new = _touch(tmp_path / 'b' / 'c' / 'wrn_trax-0.1.10-py3-none-any.whl')
+  _touch(tmp_path / 'b' / 'other-9.0-py3-none-any.whl')
+  os.utime(new, (0, 0))  # older file, newer version: the version decides
+  pattern = str(tmp_path / '**' / 'wrn_trax-*.whl')
+  assert plan(pattern, None)[0] == new
+  assert plan(pattern, '0.1.9')[0] == new
+  target, why = plan(pattern, '0.1.10')
+  assert target is None and 'wrn_trax 0.1.10 is installed' in why
+  assert plan(old, '0.1.10')[0] == old  # a path: exactly that wheel
+
+
+def test_install_plan_without_a_wheel(install_cell, tmp_path):
+  plan = install_cell['install_plan']
+  pattern = str(tmp_path / '**' / 'wrn_trax-*.whl')
+  target, why = plan(pattern, '0.1.0')
+  assert target is None and 'using the installed 0.1.0' in why
+  with pytest.raises(FileNotFoundError, match='wrn_trax is not installed'):
+    plan(pattern, None)
+
+
+@pytest.mark.parametrize('source,have,target', [
+    ('skip', None, None), ('', '0.1.0', None), (' SKIP ', '0.1.0', None),
+    ('wrn_trax==0.1.0', '0.1.0', None),
+    ('wrn_trax==0.2.0', '0.1.0', 'wrn_trax==0.2.0'),
+    ('wrn-trax == 0.2.0', None, 'wrn-trax == 0.2.0'),
+    ('git+https://github.com/o/wrn_trax', '0.1.0', None),
+    ('git+https://github.com/o/wrn_trax', None,
+     'git+https://github.com/o/wrn_trax'),
+    ('/src/wrn_trax', None, '/src/wrn_trax'),
+])
+def test_install_plan_for_specs_urls_and_skip(install_cell, source, have,
+                                              target):
+  assert install_cell['install_plan'](source, have)[0] == target
+
+
+@pytest.fixture(scope='module')
+def kaggle_input(tmp_path_factory):
+  """A folder laid out like /kaggle/input with a wheel of this checkout.
+
+  The wheel is built from a copy whose version is `WHEEL_VERSION`, with
+  `pip wheel --no-deps` as the README says (no build isolation: offline).
+  A decoy older 'wheel' (not a zip: installing it would fail) sits beside it.
+  """
+  tmp = tmp_path_factory.mktemp('wheel')
+  src = tmp / 'src'
+  shutil.copytree(REPO / 'wrn_trax', src / 'wrn_trax',
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  for name in ('setup.cfg', 'pyproject.toml', 'README.md'):
+    shutil.copy(REPO / name, src / name)
+  cfg = (src / 'setup.cfg').read_text()
+  cfg, n = re.subn(r'(?m)^version\s*=.*$', f'version = {WHEEL_VERSION}', cfg)
+  assert n == 1, 'setup.cfg has no version line'
+  (src / 'setup.cfg').write_text(cfg)
+  out = tmp / 'input' / 'wrn-trax-wheel'
+  subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps',
+                  '--no-build-isolation', '--no-index', '-w', str(out),
+                  str(src)], check=True)
+  wheel, = glob.glob(str(out / 'wrn_trax-*.whl'))
+  assert os.path.basename(wheel).startswith(f'wrn_trax-{WHEEL_VERSION}-')
+  _touch(tmp / 'input' / 'old' / 'wrn_trax-0.0.1-py3-none-any.whl')
+  return tmp / 'input', wheel
+
+
+def _outputs(cell, name='stdout'):
+  return ''.join(o.get('text', '') for o in cell.outputs
+                 if o.get('name') == name)
+
+
+def _runs(root):
+  """(config, summary) of every run folder under root."""
+  out = []
+  for config in sorted(pathlib.Path(root).glob('*/config.json')):
+    summary = config.with_name('summary.json')
+    out.append((json.loads(config.read_text()),
+                json.loads(summary.read_text()) if summary.exists() else None))
+  return out
+
+
+@pytest.mark.slow
 @pytest.mark.notebooks
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
-def test_executes_in_smoke_mode(path, tmp_path):
-  nb = _inject(_read(path), smoke=True, dataset='digits', recipe='smoke',
-               steps=SMOKE_STEPS, root=str(tmp_path / 'runs'))
+def test_executes_in_smoke_mode(path, tmp_path, kaggle_input):
+  inputs, wheel = kaggle_input
+  site = tmp_path / 'site'
+  site.mkdir()
+  root, out = tmp_path / 'runs', tmp_path / 'report'
+  params = dict(smoke=True, dataset='digits', recipe='smoke',
+                steps=SMOKE_STEPS, root=str(root),
+                wrn_trax_source=str(inputs / '**' / 'wrn_trax-*.whl'))
+  if path.stem.startswith('03'):
+    params['out'] = str(out)
+  nb = _inject(_read(path), **params)
   client = nbclient.NotebookClient(
       nb, timeout=CELL_TIMEOUT_S, kernel_name='python3',
       resources={'metadata': {'path': str(tmp_path)}})
   t0 = time.time()
-  client.execute(env=_kernel_env())  # raises CellExecutionError on an error
+  client.execute(env=_kernel_env(site))  # raises CellExecutionError on an error
   print(f'{path.name}: {time.time() - t0:.0f} s')
-  assert any(out.get('output_type') == 'error'
-             for cell in nb.cells for out in cell.get('outputs', [])) is False
-  assert any('image/png' in out.get('data', {})
-             for cell in nb.cells for out in cell.get('outputs', [])), (
+
+  # The install cell chose the newest wheel, pip installed it, and the
+  # notebook imported the installed copy.
+  installed = _outputs(nb.cells[_parameters_index(nb) + 2])
+  assert f'wrn_trax: installing {wheel}' in installed, installed
+  assert f'from {site / "wrn_trax"}' in installed, installed
+  assert (site / f'wrn_trax-{WHEEL_VERSION}.dist-info').is_dir()
+  # The parameters were applied: every run trained on digits with the smoke
+  # recipe for SMOKE_STEPS steps, with the installed wheel's code.
+  runs = _runs(root)
+  assert len(runs) == SMOKE_RUNS[path.stem], [c['run_name'] for c, _ in runs]
+  for config, summary in runs:
+    assert (config['dataset'], config['recipe'], config['steps']) == (
+        'digits', 'smoke', SMOKE_STEPS)
+    assert config['versions']['wrn_trax'] == WHEEL_VERSION
+    assert summary['status'] == 'done' and summary['step'] == SMOKE_STEPS
+    assert 0 <= summary['test_error'] <= 1
+  assert any('image/png' in o.get('data', {})
+             for cell in nb.cells for o in cell.get('outputs', [])), (
                  'no plot was displayed')
-  assert (tmp_path / 'runs').is_dir()
+  if path.stem.startswith('03'):  # write_report's tables and plots
+    written = {p.name for p in out.iterdir()}
+    assert {'runs.csv', 'summary.csv', 'summary.md', 'README.md'} <= written
+    assert any(name.endswith('.png') for name in written), written
+    import pandas as pd  # pylint: disable=g-import-not-at-top
+    assert len(pd.read_csv(out / 'runs.csv')) == SMOKE_RUNS[path.stem]
