@@ -10,6 +10,18 @@ import numbers
 
 RECIPES = ('seed', 'paper', 'smoke')
 
+# Every reported test error uses BatchNorm statistics recomputed with the
+# final weights over this many training batches ("precise BN", as pycls and
+# detectron2 do); trax's running averages trail the weights (see
+# bench/precise_bn.py for the error against the number of batches).
+_PRECISE_BN_BATCHES = 50
+
+# How BatchNorm normalises in the cheap in-training eval: 'running' (eval
+# mode, trax's running averages) or 'batch' (train mode, each eval batch's own
+# statistics, as the seed notebooks' Loop without an eval_model did). Neither
+# changes the training state.
+EVAL_BN = ('running', 'batch')
+
 
 def seed():
   """The seed notebooks exactly (Kaggle, trax WideResnet k=1..4 on CIFAR-10)."""
@@ -27,6 +39,9 @@ def seed():
       preprocess='raw',        # raw uint8 pixels, no augmentation.
       eval_every=1000,         # n_steps_per_checkpoint=1000, evals at 1 and n*1000.
       eval_batches=20,         # n_eval_batches=20: the cheap in-training eval.
+      eval_bn='batch',         # that eval ran the train-mode model (the notebooks'
+                               # Loop had no eval_model): BatchNorm on batch stats.
+      precise_bn_batches=_PRECISE_BN_BATCHES,
       checkpoint_every=1000,
       backend='jax',           # the notebooks used 'tensorflow-numpy'; select it
                                # with backend='tensorflow-numpy' for parity.
@@ -50,6 +65,8 @@ def paper(dataset='cifar10'):
       preprocess=None,         # per data set: see data.default_preprocess.
       eval_every=1000,
       eval_batches=20,
+      eval_bn='running',
+      precise_bn_batches=_PRECISE_BN_BATCHES,
       checkpoint_every=1000,
       backend='jax',
   )
@@ -76,6 +93,8 @@ def smoke():
       preprocess=None,         # per data set (digits: standardize).
       eval_every=40,
       eval_batches=4,
+      eval_bn='running',
+      precise_bn_batches=20,   # ~half an epoch of digits: keeps the tests quick.
       checkpoint_every=40,
       backend='jax',
   )
@@ -182,6 +201,14 @@ def _check(r):
                      f'got {r["optimizer"]!r}')
   if not 0.0 <= r['dropout'] < 1.0:
     raise ValueError(f'dropout must be in [0, 1), got {r["dropout"]!r}')
+  if r['eval_bn'] not in EVAL_BN:
+    raise ValueError(f'eval_bn must be one of {EVAL_BN}, got {r["eval_bn"]!r}')
+  if (not isinstance(r['precise_bn_batches'], int)
+      or isinstance(r['precise_bn_batches'], bool)
+      or r['precise_bn_batches'] < 0):
+    raise ValueError('precise_bn_batches must be an int >= 0 (0: report '
+                     "trax's running BatchNorm averages), got "
+                     f'{r["precise_bn_batches"]!r}')
   for key in ('eval_every', 'eval_batches', 'checkpoint_every'):
     if not isinstance(r[key], int) or r[key] <= 0:
       raise ValueError(f'{key} must be a positive int, got {r[key]!r}')

@@ -104,11 +104,13 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
 def check_same_run(old, new, workdir):
   """Raises ValueError naming the fields in which two configs differ.
 
-  Compares the fields of `new` (less the volatile ones); a field that `new`
-  leaves as None because it is resolved only after the data set is loaded
+  Compares the fields both configs have (less the volatile ones); a field
+  that `new` leaves as None because it is resolved only after the data set is loaded
   ('steps' from 'epochs') is skipped.
   """
-  keys = set(new) - set(_VOLATILE)
+  # A field that `old` lacks was added to the recipes after that run was
+  # made (e.g. precise_bn_batches); the run keeps what it was made with.
+  keys = (set(new) & set(old)) - set(_VOLATILE)
   diff = sorted(k for k in keys
                 if not (k == 'steps' and new[k] is None)
                 and _jsonable(old.get(k)) != _jsonable(new.get(k)))
@@ -152,16 +154,25 @@ def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
                        **overrides)
   workdir = workdir or os.path.join('runs', config['run_name'])
   config_path = os.path.join(workdir, 'config.json')
+  # A garbage config.json or summary.json, or a truncated checkpoint, raises
+  # runio.CorruptFileError naming the file before anything is written.
   if os.path.exists(config_path):
-    old = runio.read_json(config_path)
-    check_same_run(old, config, workdir)
-    summary = runio.read_json_or_none(os.path.join(workdir, 'summary.json'))
-    if summary and summary.get('status') in ('done', 'diverged'):
-      if verbose:
-        print(f'{workdir}: already {summary["status"]} at step '
-              f'{summary["step"]} (test error {_pct(summary["test_error"])})')
-      return summary
-  return _Run(config, workdir, verbose).run()
+    check_same_run(runio.read_json(config_path), config, workdir)
+  summary = runio.finished_summary(workdir)
+  if summary is None:
+    # One process trains a folder at a time: a second one fails here with
+    # runio.RunFolderBusyError naming the holder, having written nothing. A
+    # finished run (above) needs no lock: its summary is final.
+    with runio.lock_run_folder(workdir):
+      # The holder may have finished the run since the check above.
+      summary = runio.finished_summary(workdir)
+      if summary is None:
+        runio.check_checkpoint(workdir)
+        return _Run(config, workdir, verbose).run()
+  if verbose:
+    print(f'{workdir}: already {summary["status"]} at step '
+          f'{summary["step"]} (test error {_pct(summary["test_error"])})')
+  return summary
 
 
 def _pct(x):
@@ -225,7 +236,14 @@ class _Run:
     build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
                                       dropout=c['dropout'], mode=mode)
     self.eval_model = build('eval')
+    self.bn_model = build('train')  # for the precise BN statistics
     model = build('train')
+    # The cheap in-training eval: eval mode (running BN averages) or, as the
+    # seed notebooks, the train-mode model (each eval batch's own BN
+    # statistics). Loop drops the state its evals return, so neither changes
+    # the training state.
+    loop_eval_model = (build('train') if c['eval_bn'] == 'batch'
+                       else self.eval_model)
     restart = _restored_step(self.workdir)
     # A resumed session draws a fresh permutation stream (seeded by the step)
     # instead of replaying the first epoch's order.
@@ -250,7 +268,7 @@ class _Run:
     every = c['eval_every']
     steps = c['steps']
     return training.Loop(
-        model, [task], eval_model=self.eval_model, eval_tasks=[eval_task],
+        model, [task], eval_model=loop_eval_model, eval_tasks=[eval_task],
         output_dir=self.workdir,
         eval_at=lambda s: s == 1 or s % every == 0 or s == steps,
         # _train saves checkpoints itself, after the step's evals are logged
@@ -312,24 +330,54 @@ class _Run:
           break
     finally:
       bar.close()
-    test = None
+    test = running = None
     if status == 'done':
-      test = evaluate(self.eval_model, loop.model.weights, loop.model.state,
-                      ds, c['batch_size'], c['preprocess'])
+      test, running = self.final_eval(loop, ds)
       elapsed = seconds0 + time.time() - t_start
       row = dict(step=loop.step, split='test', loss=test['loss'],
                  accuracy=test['accuracy'], lr=None, seconds=elapsed,
-                 images_per_s=None)
+                 images_per_s=None, bn=test['bn'],
+                 loss_running_bn=running['loss'],
+                 accuracy_running_bn=running['accuracy'])
       runio.append_jsonl(self.metrics_path, [row])
       if self.verbose:
         print(f'Step {loop.step:6d}: test  error {_pct(test["error"])} on all '
-              f'{test["examples"]} test images (loss {test["loss"]:.4f})')
+              f'{test["examples"]} test images (loss {test["loss"]:.4f}; '
+              f'BN statistics: {test["bn"]}; with trax\'s running BN '
+              f'averages: {_pct(running["error"])})')
     summary = self._summary(status, reason, step=loop.step, test=test,
+                            running=running,
                             params=n_params, flops=flops,
                             step_times=step_times,
                             wall=seconds0 + time.time() - t_start)
     runio.write_json(self.summary_path, summary)
     return summary
+
+  def final_eval(self, loop, ds):
+    """The full-test-split evaluation of the final weights, two ways.
+
+    Returns:
+      (test, running): `evaluate` results with BatchNorm statistics
+      recomputed over `precise_bn_batches` training batches (the headline;
+      equal to `running` when that field is 0), and with the running
+      averages trax kept during training (what the checkpoint holds). The
+      weights and state of `loop` are left as they are.
+    """
+    c = self.config
+    weights, state = loop.model.weights, loop.model.state
+    running = evaluate(self.eval_model, weights, state, ds, c['batch_size'],
+                       c['preprocess'])
+    n = c.get('precise_bn_batches', 0)
+    if not n:
+      return dict(running, bn='running'), running
+    batches = data_lib.train_batches(
+        ds, c['batch_size'], preprocess=c['preprocess'],
+        seed=c['seed'] * 1_000_003 + _PRECISE_BN_STREAM)
+    exact = precise_bn_state(self.bn_model, weights, state, batches, n,
+                             seed=c['seed'])
+    test = evaluate(self.eval_model, weights, exact, ds, c['batch_size'],
+                    c['preprocess'])
+    return dict(test, bn=f'precise ({n} train batches)'), running
 
   def _history_rows(self, loop, logged, elapsed, step_times):
     """New metrics.jsonl rows from trax's history, deduplicated by step."""
@@ -356,12 +404,14 @@ class _Run:
                    accuracy=by_step[step].get('accuracy'),
                    lr=float(self.schedule(step)), seconds=round(elapsed, 3),
                    images_per_s=ips if split == 'train' else None)
+        if split == 'eval':
+          row['bn'] = self.config.get('eval_bn', 'running')
         rows.append(row)
     rows.sort(key=lambda r: (r['step'], r['split'] != 'train'))
     return rows
 
-  def _summary(self, status, reason, step, test=None, params=None, flops=None,
-               step_times=(), wall=None):
+  def _summary(self, status, reason, step, test=None, running=None,
+               params=None, flops=None, step_times=(), wall=None):
     rows = runio.read_jsonl(self.metrics_path)
     evals = [r for r in rows if r['split'] == 'eval' and
              r.get('accuracy') is not None]
@@ -372,6 +422,9 @@ class _Run:
         steps=int(self.config['steps']),
         test_error=None if test is None else test['error'],
         test_loss=None if test is None else test['loss'],
+        test_bn=None if test is None else test['bn'],
+        test_error_running_bn=None if running is None else running['error'],
+        test_loss_running_bn=None if running is None else running['loss'],
         eval_examples=0 if test is None else test['examples'],
         best_eval_error=None if best is None else 1 - best['accuracy'],
         best_eval_step=None if best is None else best['step'],
@@ -379,6 +432,75 @@ class _Run:
         median_step_seconds=median,
         images_per_s=(self.config['batch_size'] / median) if median else None,
         peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb())
+
+
+# Offset of the precise-BN batch stream from the training stream's seeds.
+_PRECISE_BN_STREAM = 999_983
+
+
+def _sublayers(layer):
+  yield layer
+  for sub in layer.sublayers:
+    yield from _sublayers(sub)
+
+
+def precise_bn_state(train_model, weights, state, batches, n_batches, seed=0):
+  """BatchNorm statistics of the given weights, averaged over training batches.
+
+  The "precise BN" of pycls and detectron2: trax's running averages (momentum
+  0.9) trail weights that move at every step, so the final eval would use
+  statistics of earlier weights. Here each of `n_batches` batches goes through
+  the train-mode model with the final weights, no gradient; every BatchNorm's
+  batch mean and variance are averaged over the batches (all batches have one
+  size, so the mean of means is the mean over all their images).
+
+  Args:
+    train_model: a model built with mode='train' that nothing else uses (its
+      BatchNorm layers are set to momentum 0 here, so their state output is the
+      batch's own statistics).
+    weights, state: the model's trained weights and state (not changed).
+    batches: an iterator of (images, labels, weights), e.g. `train_batches`
+      with the recipe's preprocessing.
+    n_batches: how many batches to average over (> 0).
+    seed: seeds the rng that dropout layers (if any) draw from.
+
+  Returns:
+    A state tree like `state` whose BatchNorm means and variances are the
+    averages; integer leaves (BatchNorm's batch counters) keep their values.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  # tl.BatchNorm is gin's configurable wrapper, not the class of the layers.
+  from trax.layers import normalization  # pylint: disable=g-import-not-at-top
+  if n_batches <= 0:
+    raise ValueError(f'n_batches must be > 0, got {n_batches}')
+  found = False
+  for layer in _sublayers(train_model):
+    if isinstance(layer, normalization.BatchNorm):
+      found = True
+      layer._momentum = 0.0  # pylint: disable=protected-access
+  if not found:
+    raise ValueError('precise_bn_state: the model has no BatchNorm layer')
+
+  def new_state(x, weights, state, rng):
+    return train_model.pure_fn(x, weights, state, rng)[1]
+
+  fn = fastmath.jit(new_state)
+  rng = fastmath.random.get_prng(seed)
+  total = None
+  for _ in range(n_batches):
+    x = next(batches)[0]
+    rng, sub = fastmath.random.split(rng)
+    out = fn(x, weights, state, sub)
+    total = out if total is None else jax.tree_util.tree_map(
+        lambda a, b: a + b, total, out)
+
+  def average(total_leaf, old_leaf):
+    if np.issubdtype(np.asarray(old_leaf).dtype, np.floating):
+      return total_leaf / n_batches
+    return old_leaf
+
+  return jax.tree_util.tree_map(average, total, state)
 
 
 def evaluate(eval_model, weights, state, ds, batch_size, preprocess):
@@ -411,11 +533,11 @@ def evaluate(eval_model, weights, state, ds, batch_size, preprocess):
 
 
 def _restored_step(workdir):
-  """The step of trax's checkpoint in `workdir` (0 if none), read safely."""
-  path = os.path.join(workdir, 'model.pkl.gz')
-  if not os.path.exists(path):
-    return 0
-  return int(runio.load_checkpoint_dict(path)['step'])
+  """The step of trax's checkpoint in `workdir` (0 if none), read safely.
+
+  Raises runio.CorruptFileError if model.pkl.gz is truncated or unreadable.
+  """
+  return runio.checkpoint_step(workdir)
 
 
 def _progress(total, initial, name, verbose):
