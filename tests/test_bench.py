@@ -8,9 +8,14 @@ and that the regression guards
 status 1 when their bound is not met.
 """
 import importlib.util
+import json
 import os
 import re
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 BENCH = os.path.join(os.path.dirname(__file__), '..', 'bench')
@@ -135,3 +140,109 @@ def test_pipeline_script_runs_small(capsys):
   out = capsys.readouterr().out
   assert 'images/s' in out and 'stock' in out
   assert result['ours_cifar']['median'] > 0
+
+
+# ------------------------------------------------------------- gpu_check.py
+
+
+def _gpu_check(argv, env, timeout):
+  return subprocess.run(
+      [sys.executable, os.path.join(BENCH, 'gpu_check.py'), *argv],
+      capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def cpu_env(subprocess_env):
+  return dict(subprocess_env, JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='',
+              TF_CPP_MIN_LOG_LEVEL='3')
+
+
+def test_gpu_check_without_a_gpu_exits_2_and_says_so(cpu_env, tmp_path):
+  out = tmp_path / 'gpu_check.json'
+  proc = _gpu_check(['--out', str(out)], cpu_env, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert 'no GPU found' in proc.stderr
+  record = json.loads(out.read_text())
+  assert record['hard_failures'] == ['device']
+  assert record['items']['device']['status'] == 'failed'
+  assert record['items']['device']['platform'] == 'cpu'
+
+
+def test_gpu_check_workers_give_results_errors_and_timeouts(tmp_path):
+  gpu_check = load('gpu_check')
+  script = tmp_path / 'worker.py'
+  script.write_text(
+      'import json, sys, time\n'
+      'kind = sys.argv[sys.argv.index("--worker") + 1]\n'
+      'if kind == "ok":\n'
+      '  print("noise"); print("RESULT_JSON " + json.dumps({"x": 1}))\n'
+      'elif kind == "crash":\n'
+      '  sys.exit("boom: the last line")\n'
+      'else:\n'
+      '  time.sleep(60)\n')
+  argvs = [['--worker', kind] for kind in ('ok', 'crash', 'hang')]
+  for parallel in (False, True):
+    t0 = time.monotonic()
+    ok, crash, hang = gpu_check._workers(  # pylint: disable=protected-access
+        str(script), argvs, 5, dict(os.environ), parallel)
+    assert time.monotonic() - t0 < 30
+    assert ok == {'x': 1}
+    assert crash['error'].endswith('boom: the last line')
+    assert hang['error'].startswith('out of time')
+
+
+def _image_folders(root, per_class):
+  """CIFAR-10's class folders with a few random PNGs each."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for split, n in per_class.items():
+    for name in ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
+                 'frog', 'horse', 'ship', 'truck'):
+      folder = root / split / name
+      folder.mkdir(parents=True)
+      for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                        ).save(folder / f'{i:04d}.png')
+  return root
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_quick_on_the_cpu(cpu_env, tmp_path):
+  # Two host devices: the data-parallel check runs trax's pmapped step.
+  env = dict(cpu_env, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  data = _image_folders(tmp_path / 'cifar10', dict(train=4, test=2))
+  out = tmp_path / 'gpu_check.json'
+  proc = _gpu_check(['--allow-cpu', '--quick', '--data', str(data), '--out',
+                     str(out)], env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads(out.read_text())
+  gpu_check = load('gpu_check')
+  assert list(record['items']) == list(gpu_check.ITEMS)
+  items = record['items']
+  for name, item in items.items():
+    assert item['status'] in ('ok', 'failed', 'timeout', 'skipped'), name
+    assert item['summary'] and item['seconds'] >= 0
+    assert f'| {name} | {item["status"]} |' in proc.stdout
+  for name in ('device', 'placement', 'data_parallel', 'throughput'):
+    assert items[name]['status'] == 'ok', (name, items[name]['summary'])
+  assert record['hard_failures'] == []
+  placement = items['placement']
+  # weights, slots, state and the step's outputs, on both devices
+  assert all(devices == ['cpu:0', 'cpu:1']
+             for devices in placement['where'].values()), placement['where']
+  assert placement['train_step_compiles'][0]
+  assert not any(placement['train_step_compiles'][1:])
+  assert items['data_parallel']['n_devices'] == 2
+  assert all(np.isfinite(items['data_parallel']['losses']))
+  for row in items['throughput']['models']:
+    assert row['images_per_s'] > 0
+    assert row['epochs_200_s'] == pytest.approx(
+        50_000 * 200 / row['images_per_s'])
+  real = items['real_data']  # needs data.load to read image folders
+  assert real['status'] in ('ok', 'skipped'), real['summary']
+  if real['status'] == 'ok':
+    assert real['n_train'] == 40 and real['eval_examples'] == 20
+    assert 0 <= real['test_error'] <= 1
+  else:
+    assert real['summary'].startswith('data not found')
+  assert items['seed_vs_ours']['status'] == 'skipped'
