@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from wrn_trax import data
 from wrn_trax import models
 from wrn_trax import recipes
 from wrn_trax import runio
@@ -114,3 +115,10 @@ def test_batch_mode_eval_is_labelled_and_leaves_training_unchanged(tmp_path):
   assert test_row['accuracy'] == pytest.approx(1 - batch['test_error'])
   assert test_row['accuracy_running_bn'] == pytest.approx(
       1 - batch['test_error_running_bn'])
+  # The checkpoint holds trax's running averages: read back, they give the
+  # running-BN figure again.
+  ckpt = train_lib.load_checkpoint(str(tmp_path / 'batch'))
+  assert ckpt['step'] == 20
+  again = train_lib.evaluate(ckpt['model'], ckpt['weights'], ckpt['state'],
+                             data.load('digits'), 32, 'standardize')
+  assert again['error'] == pytest.approx(batch['test_error_running_bn'])

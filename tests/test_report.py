@@ -427,3 +427,28 @@ def test_report_module_imports_no_framework():
       '         if m in sys.modules]\n'
       'assert not heavy, heavy\n')
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_running_bn_error_beside_the_headline_and_eval_bn_label(tmp_path):
+  for seed, (exact, running) in enumerate([(0.40, 0.55), (0.44, 0.60),
+                                           (0.42, 0.50)]):
+    name = f'stock-s{seed}'
+    summary = dict(_summary(1, exact), test_error_running_bn=running,
+                   test_bn='precise (50 train batches)')
+    _write_run(tmp_path, name,
+               _config(name, 1, seed, model='stock-WRN-22-1',
+                       family='stock', depth=22, eval_bn='batch'),
+               _metrics(exact), summary)
+  runs = report.load_runs(tmp_path)
+  assert list(runs['test_bn'].unique()) == ['precise (50 train batches)']
+  table = report.summarize(runs, paper=False)
+  row = table.iloc[0]
+  assert row['error_pct_median'] == pytest.approx(42.0)
+  assert row['running_bn_error_pct'] == pytest.approx(55.0)
+  text = report.format_table(table)
+  assert 'running_bn_error_pct' in text and '55.00' in text
+  fig = report.plot_curves(report.load_curves(tmp_path), runs)
+  assert 'train-mode BN' in fig.axes[0].get_ylabel()
+  # Runs made before the field existed read as NaN, not as an error.
+  assert np.isnan(report.summarize(report.load_runs(
+      make_runs(tmp_path / 'old')), paper=False)['running_bn_error_pct']).all()

@@ -43,13 +43,13 @@ CONFIG_KEYS = ('family', 'model', 'depth', 'widen_factor', 'block', 'dropout',
 # Fields of summary.json, and columns load_runs derives; everything else in a
 # run row came from config.json.
 SUMMARY_FIELDS = (
-    'status', 'reason', 'step', 'steps', 'test_error', 'test_loss',
-    'eval_examples', 'best_eval_error', 'best_eval_step', 'params', 'flops',
+    'status', 'reason', 'step', 'steps', 'test_error', 'test_loss', 'test_bn',
+    'test_error_running_bn', 'test_loss_running_bn', 'eval_examples', 'best_eval_error', 'best_eval_step', 'params', 'flops',
     'wall_seconds', 'median_step_seconds', 'images_per_s', 'peak_host_mb',
     'peak_device_mb')
-_DERIVED = ('run', 'error_pct', 'path')
+_DERIVED = ('run', 'error_pct', 'error_pct_running_bn', 'path')
 _NUMERIC_SUMMARY = tuple(f for f in SUMMARY_FIELDS
-                         if f not in ('status', 'reason'))
+                         if f not in ('status', 'reason', 'test_bn'))
 # Config fields that identify a run rather than configure it.
 _BOOKKEEPING = ('run_name', 'versions')
 
@@ -68,9 +68,10 @@ _FORMATS = {
     'error_pct_min': '.2f', 'error_pct_max': '.2f', 'paper_error_pct': '.2f',
     'params_M': '.3f', 'flops_G': '.3f', 'images_per_s': '.0f',
     'wall_minutes': '.1f', 'dropout': 'g', 'error_pct': '.2f',
+    'running_bn_error_pct': '.2f', 'error_pct_running_bn': '.2f',
 }
 _TABLE_STATS = ('error_pct_median', 'error_pct_mean', 'error_pct_std',
-                'n_done', 'n_diverged', 'n_failed', 'n_incomplete',
+                'running_bn_error_pct', 'n_done', 'n_diverged', 'n_failed', 'n_incomplete',
                 'paper_error_pct', 'params_M', 'flops_G', 'images_per_s',
                 'wall_minutes')
 
@@ -189,6 +190,7 @@ def load_runs(root):
   for field in _NUMERIC_SUMMARY:
     runs[field] = pd.to_numeric(runs[field], errors='coerce')
   runs['error_pct'] = 100.0 * runs['test_error']
+  runs['error_pct_running_bn'] = 100.0 * runs['test_error_running_bn']
   keys = [k for k in _SORT_KEYS if k in runs.columns]
   runs = runs.sort_values(keys, kind='stable', na_position='last')
   first = ['run', 'status'] + [k for k in CONFIG_KEYS if k in runs.columns]
@@ -391,7 +393,10 @@ def summarize(runs, by=None, paper=None):
   Returns:
     DataFrame with the `by` columns and: error_pct_median/mean/std/min/max
     (test error in percent over the seeds whose status is 'done'; the paper
-    reports the median of 5 runs), n_done, n_diverged, n_failed, n_incomplete
+    reports the median of 5 runs; BatchNorm statistics recomputed for the
+    final weights, see `train.precise_bn_state`), running_bn_error_pct (the
+    median with trax's running BN averages instead; NaN for runs made before
+    it was recorded), n_done, n_diverged, n_failed, n_incomplete
     (running or without summary), paper_error_pct, params_M, flops_G
     (multiply-adds per image, 1e9), images_per_s and wall_minutes (medians
     over done runs).
@@ -413,6 +418,7 @@ def summarize(runs, by=None, paper=None):
         'error_pct_std': errors.std(ddof=1) if len(errors) > 1 else np.nan,
         'error_pct_min': errors.min() if len(errors) else np.nan,
         'error_pct_max': errors.max() if len(errors) else np.nan,
+        'running_bn_error_pct': done['error_pct_running_bn'].median(),
         'n_done': int((status == 'done').sum()),
         'n_diverged': int((status == 'diverged').sum()),
         'n_failed': int((status == 'failed').sum()),
@@ -576,11 +582,24 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
             color=color_of.get(first.get('widen_factor')),
             linestyle=style_of.get(first.get('family'), '-'))
   ax.set_xlabel('step')
-  ax.set_ylabel(f'{split} {metric}' + (' (%)' if metric == 'error' else ''))
+  ax.set_ylabel(f'{split} {metric}' + (' (%)' if metric == 'error' else '')
+                + _bn_note(data, split))
   if metric == 'loss':
     ax.set_yscale('log')
   _legend(ax, names, legend_columns)
   return fig
+
+
+def _bn_note(data, split):
+  """How the eval curves normalised BatchNorm, for the axis label."""
+  if split != 'eval' or 'eval_bn' not in data.columns:
+    return ''
+  modes = set(data['eval_bn'].dropna())
+  if modes == {'batch'}:
+    return '\ntrain-mode BN (batch statistics), as the seed notebooks'
+  if modes == {'running'}:
+    return '\neval-mode BN (running averages)'
+  return '\nBN: ' + ' and '.join(sorted(modes))
 
 
 def _legend(ax, runs, legend_columns):
@@ -838,6 +857,9 @@ def _readme(root, runs, table, figures):
       '',
       'Test error in percent on the full test split; median, mean and std '
       'over seeds of finished runs (the paper reports the median of 5 runs). '
+      'It uses BatchNorm statistics recomputed for the final weights over '
+      'training batches (`precise_bn_batches`); `running_bn_error_pct` is the '
+      'median with the running averages trax kept during training. '
       '`paper_error_pct` is Zagoruyko & Komodakis (2016)\'s figure for the '
       'same network and data set, where there is one.',
       '',

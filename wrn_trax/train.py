@@ -532,6 +532,41 @@ def evaluate(eval_model, weights, state, ds, batch_size, preprocess):
               error=1.0 - correct / count, examples=count)
 
 
+def load_checkpoint(workdir, mode='eval'):
+  """The model of a run folder with its last checkpoint's weights and state.
+
+  Reads `config.json` and trax's `model.pkl.gz` (through the restricted
+  unpickler) and `model.weights.npy.gz`; nothing is trained or written.
+
+  Args:
+    workdir: a run folder written by `train`.
+    mode: the mode to build the model in ('eval', or 'train' for
+      `precise_bn_state`).
+
+  Returns:
+    dict(model, weights, state, step, config): the trax model, its weights
+    and state (BatchNorm running averages as trax kept them) and the
+    checkpoint's step.
+  """
+  import trax  # pylint: disable=g-import-not-at-top
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  config = runio.read_json(os.path.join(workdir, 'config.json'))
+  path = os.path.join(workdir, 'model.pkl.gz')
+  d = runio.load_checkpoint_dict(path)
+  flat_weights = d['flat_weights']
+  if isinstance(flat_weights, int):  # trax keeps the arrays beside the pickle
+    flat_weights = runio._np_from_file(  # pylint: disable=protected-access
+        os.path.join(workdir, 'model.weights.npy.gz'))
+  model = models.build(config['model'], n_classes=config['n_classes'],
+                       dropout=config['dropout'], mode=mode)
+  signature = trax.shapes.ShapeDtype((1, *config['image_shape']), np.float32)
+  weights, state = tl.unflatten_weights_and_state(
+      flat_weights, d['flat_state'],
+      model.weights_and_state_signature(signature))
+  return dict(model=model, weights=weights, state=state, step=int(d['step']),
+              config=config)
+
+
 def _restored_step(workdir):
   """The step of trax's checkpoint in `workdir` (0 if none), read safely.
 
