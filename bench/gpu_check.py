@@ -73,16 +73,17 @@ HARD = ('device', 'placement', 'data_parallel')
 # What each check trains and for how long. The full sizes fit 8 minutes on one
 # recent GPU (imports and compiles included); quick ones a few CPU minutes.
 FULL = dict(
-    budget=dict(device=20, placement=50, data_parallel=50, throughput=150,
+    budget=dict(device=20, placement=60, data_parallel=45, throughput=170,
                 real_data=110, seed_vs_ours=100),
     placement=dict(model='stock-WRN-22-1', batch=64, steps=20),
     data_parallel=dict(model='stock-WRN-22-1', batch_per_device=64, steps=10),
     throughput=dict(models=[('stock-WRN-22-1', 64), ('stock-WRN-22-2', 64),
                             ('stock-WRN-22-3', 64), ('stock-WRN-22-4', 64),
                             ('WRN-28-10', 128)],
-                    warmup=5, chunk=20, min_seconds=4.0, max_chunks=10),
+                    warmup=5, chunk=20, min_seconds=4.0, max_chunks=10,
+                    min_left_s=20),
     real_data=dict(model='stock-WRN-22-1', steps=300, overrides={}),
-    seed_vs_ours=dict(k=1, steps=50, warmup=3, n_train=2048, parallel=False),
+    seed_vs_ours=dict(k=1, steps=30, warmup=3, n_train=2048, parallel=False),
 )
 QUICK = dict(
     budget=dict(device=20, placement=90, data_parallel=90, throughput=90,
@@ -90,7 +91,8 @@ QUICK = dict(
     placement=dict(model='stock-WRN-10-1', batch=8, steps=4),
     data_parallel=dict(model='stock-WRN-10-1', batch_per_device=4, steps=2),
     throughput=dict(models=[('stock-WRN-10-1', 8), ('WRN-10-1', 8)],
-                    warmup=1, chunk=2, min_seconds=0.0, max_chunks=1),
+                    warmup=1, chunk=2, min_seconds=0.0, max_chunks=1,
+                    min_left_s=5),
     real_data=dict(model='stock-WRN-10-1', steps=10,
                    overrides=dict(batch_size=8)),
     # bench/seed_speed.py's workers train stock-WRN-22-1 at batch 64 and
@@ -121,6 +123,9 @@ def parse_args(argv=None):
                  help='run these checks only (device always runs)')
   p.add_argument('--budget-scale', type=float, default=1.0,
                  help='multiply every check\'s time budget (default: 1)')
+  p.add_argument('--max-seconds', type=float, default=465,
+                 help='stop starting checks after this long; a check gets '
+                 'at most what is left (default: 465, inside 8 minutes)')
   return p.parse_args(argv)
 
 
@@ -378,7 +383,6 @@ def _hours(seconds):
 
 
 def check_throughput(rec, cfg, ctx):
-  del ctx
   import gc  # pylint: disable=g-import-not-at-top
   import _common  # pylint: disable=g-import-not-at-top
   ds = _synthetic(2048)
@@ -390,6 +394,9 @@ def check_throughput(rec, cfg, ctx):
     batch = _batch_for(batch, n)
     row = dict(model=model, batch=batch)
     rows.append(row)
+    if ctx['deadline'] - time.monotonic() < cfg['min_left_s']:
+      row['error'] = 'skipped: out of time'
+      continue
     try:
       t0 = time.perf_counter()
       path = _our_path(model, ds, batch, n)
@@ -414,11 +421,10 @@ def check_throughput(rec, cfg, ctx):
     finally:
       path = None
       gc.collect()
-  done = [r for r in rows if 'images_per_s' in r]
-  rec['ok'] = len(done) == len(rows)
-  rec['summary'] = ', '.join(
-      f'{r["model"]} {r["images_per_s"]:,.0f} img/s'
-      for r in done) or 'nothing measured'
+      rec['summary'] = ', '.join(
+          f'{r["model"]} {r["images_per_s"]:,.0f} img/s'
+          for r in rows if 'images_per_s' in r) or 'nothing measured'
+  rec['ok'] = all('images_per_s' in r for r in rows)
 
 
 def _find_image_folders(root):
@@ -643,9 +649,9 @@ def run_item(name, cfg, budget, ctx):
                traceback=traceback.format_exc()[-3000:])
   rec.pop('ok', None)
   rec['seconds'] = time.perf_counter() - t0
-  rec.setdefault('summary', rec.get('error', ''))
-  if rec['status'] == 'timeout':
+  if rec['status'] == 'timeout' and rec.get('summary'):
     rec['summary'] = f'{rec["error"]}; so far: {rec["summary"]}'
+  rec.setdefault('summary', rec.get('error', ''))
   return rec
 
 
@@ -732,6 +738,14 @@ def _run(args, names, cfg, record, ctx, t_start):
       record['versions'] = _versions()
       ctx['compiles'] = Compiles()
     budget = cfg['budget'][name] * args.budget_scale
+    left = args.max_seconds - (time.perf_counter() - t_start) - 5
+    if name != 'device' and left < min(budget, 10):
+      record['items'][name] = dict(
+          status='skipped', seconds=0.0, budget_s=0.0,
+          summary=f'out of time: --max-seconds {args.max_seconds:.0f} spent')
+      write()
+      continue
+    budget = min(budget, left) if name != 'device' else budget
     print(f'[{time.perf_counter() - t_start:5.0f} s] {name} '
           f'(budget {budget:.0f} s) ...', flush=True)
     rec = record['items'][name] = run_item(name, cfg, budget, ctx)
