@@ -14,6 +14,7 @@ merges the result into bench/results/import_time.json under --stack.
   python bench/import_time.py --stack ours --rounds 3
 """
 import argparse
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -21,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +66,17 @@ def _run(slow):
           'silent': out == b'' and err == b''}
 
 
+def _merge(stack, result):
+  data = {}
+  if os.path.exists(OUT):
+    with open(OUT) as f:
+      data = json.load(f)
+  data[stack] = result
+  with open(OUT + '.tmp', 'w') as f:
+    json.dump(data, f, indent=1, sort_keys=True)
+  os.replace(OUT + '.tmp', OUT)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--stack', default=None,
@@ -102,18 +115,15 @@ def main():
   print(f'CPU time {speedup:.1f}x less')
   if args.no_write:
     return
-  data = {}
-  if os.path.exists(OUT):
-    with open(OUT) as f:
-      data = json.load(f)
-  data[stack] = {'versions': versions, 'rounds': args.rounds,
+  os.makedirs(os.path.dirname(OUT), exist_ok=True)
+  lock_path = os.path.join(tempfile.gettempdir(), 'wrn_trax_import_time.lock')
+  with open(lock_path, 'w') as lock:  # several stacks may merge at once
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    _merge(stack, {'versions': versions, 'rounds': args.rounds,
                  'cpus': os.cpu_count(),
                  'loadavg_1min_at_end': round(os.getloadavg()[0], 1),
                  'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-                 'cpu_speedup': round(speedup, 1), **summary}
-  os.makedirs(os.path.dirname(OUT), exist_ok=True)
-  with open(OUT, 'w') as f:
-    json.dump(data, f, indent=1, sort_keys=True)
+                 'cpu_speedup': round(speedup, 1), **summary})
   print(f'wrote {os.path.relpath(OUT, ROOT)} [{stack}]')
 
 
