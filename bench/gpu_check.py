@@ -274,7 +274,8 @@ def check_device(rec, cfg, ctx):
       devices=[f'{d}: {getattr(d, "device_kind", d.platform)}'
                for d in devices],
       local_device_count=jax.local_device_count(), jax=jax.__version__,
-      matmul_precision=str(jax.config.jax_default_matmul_precision))
+      matmul_precision=str(getattr(jax.config,
+                                   'jax_default_matmul_precision', None)))
   ctx['accelerator'] = first.platform in ('gpu', 'cuda', 'rocm', 'tpu')
   ctx['platform'] = first.platform
   rec['summary'] = (f'{len(devices)} x {getattr(first, "device_kind", "?")} '
@@ -723,7 +724,11 @@ def main(argv=None):
   command = ['python', 'bench/gpu_check.py'] + list(
       sys.argv[1:] if argv is None else argv)
   record = dict(args=vars(args), quick=args.quick, items={},
-                command=' '.join(command))
+                command=' '.join(command),
+                env={k: os.environ.get(k) for k in (
+                    'XLA_PYTHON_CLIENT_PREALLOCATE',
+                    'TF_FORCE_GPU_ALLOW_GROWTH', 'XLA_FLAGS',
+                    'CUDA_VISIBLE_DEVICES', 'JAX_PLATFORMS')})
   ctx = dict(allow_cpu=args.allow_cpu, only=args.only, data=Unpacked(None),
              cleanup=[])
   try:

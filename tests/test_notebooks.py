@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
@@ -184,6 +185,18 @@ def test_install_plan_for_specs_urls_and_skip(install_cell, source, have,
   assert install_cell['install_plan'](source, have)[0] == target
 
 
+def test_a_failed_pip_install_raises_with_pips_message(install_cell, capsys,
+                                                        monkeypatch):
+  monkeypatch.setenv('PIP_NO_INDEX', '1')  # nothing is fetched, ever
+  missing = '/nonexistent/wrn_trax-9.9.9-py3-none-any.whl'
+  with pytest.raises(RuntimeError, match='pip install .* failed'):
+    install_cell['install_wrn_trax'](missing)
+  out = capsys.readouterr().out
+  assert f'wrn_trax: installing {missing}' in out
+  assert 'pip keeps jax==' in out and 'numpy==' in out
+  assert 'does not exist' in out  # pip's own message, shown in the cell
+
+
 @pytest.fixture(scope='module')
 def kaggle_input(tmp_path_factory):
   """A folder laid out like /kaggle/input with a wheel of this checkout.
@@ -208,6 +221,12 @@ def kaggle_input(tmp_path_factory):
                   str(src)], check=True)
   wheel, = glob.glob(str(out / 'wrn_trax-*.whl'))
   assert os.path.basename(wheel).startswith(f'wrn_trax-{WHEEL_VERSION}-')
+  # Every module of the package is in the wheel (setup.cfg lists packages).
+  with zipfile.ZipFile(wheel) as z:
+    packed = set(z.namelist())
+  sources = {p.relative_to(src).as_posix()
+             for p in (src / 'wrn_trax').rglob('*.py')}
+  assert sources <= packed, sorted(sources - packed)
   _touch(tmp / 'input' / 'old' / 'wrn_trax-0.0.1-py3-none-any.whl')
   return tmp / 'input', wheel
 
