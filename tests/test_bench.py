@@ -20,7 +20,8 @@ import pytest
 
 BENCH = os.path.join(os.path.dirname(__file__), '..', 'bench')
 SCRIPTS = ['train_speed', 'seed_speed', 'host_overhead', 'scaling',
-           'pipeline', 'standardize_fix']
+           'pipeline', 'standardize_fix', 'precise_bn', 'seed_parity',
+           'folder_load', 'gpu_check']
 
 
 def load(name):
@@ -246,3 +247,39 @@ def test_gpu_check_runs_quick_on_the_cpu(cpu_env, tmp_path):
   else:
     assert real['summary'].startswith('data not found')
   assert items['seed_vs_ours']['status'] == 'skipped'
+
+
+def test_precise_bn_table_on_a_tiny_run(tmp_path, capsys):
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+  run = str(tmp_path / 'run')
+  summary = train_lib.train('WRN-10-1', 'digits', 'smoke', steps=10,
+                            workdir=run, verbose=False, precise_bn_batches=2)
+  out_json = str(tmp_path / 'precise_bn.json')
+  load('precise_bn').main(['--run', run, '--batches', '1', '2', '--draws',
+                           '2', '--json', out_json])
+  out = capsys.readouterr().out
+  running = table_cells(out, 'running averages (checkpoint)')
+  # The checkpoint's running statistics give the run's own running-BN figure.
+  assert float(running[1]) == pytest.approx(
+      100 * summary['test_error_running_bn'], abs=0.006)
+  assert table_cells(out, 'precise, 2 train batches')
+  assert 'train mode (batch statistics), 352 images' in out
+  result = json.load(open(out_json, encoding='utf-8'))
+  assert [r['n'] for r in result['rows']] == [None, 1, 2, None]
+  assert all(len(r['errors']) == 2 for r in result['rows'][1:])
+
+
+def test_seed_parity_table_lays_our_rows_beside_the_logs():
+  rows = [dict(step=1, split='train', loss=2.5), dict(step=1, split='eval',
+                                                      accuracy=0.14),
+          dict(step=1000, split='train', loss=1.4),
+          dict(step=1000, split='eval', accuracy=0.52),
+          dict(step=1000, split='test', accuracy=0.55)]
+  summary = dict(test_error=0.45, test_error_running_bn=0.57,
+                 test_bn='precise (50 train batches)', eval_examples=10000,
+                 step=1000)
+  text = load('seed_parity').table(rows, summary, 1)
+  assert table_cells(text, 1000) == ['1000', '1.400', '0.520', '1.568',
+                                     '0.515', '1.517', '0.552']
+  assert 'accuracy 0.550 with precise (50 train batches)' in text
+  assert '0.430 with trax\'s running averages' in text
