@@ -1021,3 +1021,33 @@ def test_pipeline_holds_the_split_once():
   finally:
     tracemalloc.stop()
   assert peak < split_bytes / 4, (peak, split_bytes)
+
+
+def test_tfds_import_clash_names_the_pin(monkeypatch):
+  """tensorflow-metadata too new for TF 2.19's protobuf: say which pin fixes it."""
+  import builtins  # pylint: disable=g-import-not-at-top
+  real_import = builtins.__import__
+
+  def clashing_import(name, *args, **kwargs):
+    if name == 'tensorflow_datasets':
+      raise ImportError("cannot import name 'runtime_version' from "
+                        "'google.protobuf'")
+    return real_import(name, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, '__import__', clashing_import)
+  with pytest.raises(ImportError, match=r"tensorflow-metadata<1\.18"):
+    data._import_tfds()  # pylint: disable=protected-access
+
+
+def test_tfds_import_other_errors_pass_through(monkeypatch):
+  import builtins  # pylint: disable=g-import-not-at-top
+  real_import = builtins.__import__
+
+  def broken_import(name, *args, **kwargs):
+    if name == 'tensorflow_datasets':
+      raise ImportError('No module named tensorflow_datasets')
+    return real_import(name, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, '__import__', broken_import)
+  with pytest.raises(ImportError, match='No module named tensorflow_datasets'):
+    data._import_tfds()  # pylint: disable=protected-access

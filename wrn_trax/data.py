@@ -915,13 +915,34 @@ def _download_addresses(name):
   return [('storage.googleapis.com', 443), _DOWNLOAD_HOSTS[name]]
 
 
+def _import_tfds():
+  """Imports tensorflow_datasets, or says which pin fixes a broken import.
+
+  TFDS imports tensorflow-metadata, whose generated protobuf code must match
+  the protobuf that TensorFlow keeps: tensorflow-metadata 1.21 needs protobuf
+  >= 6.31, TF 2.19 keeps protobuf < 6, and pip cannot see the clash. The
+  import then fails deep inside with "cannot import name 'runtime_version'".
+  """
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    if 'runtime_version' not in str(e):
+      raise
+    raise ImportError(
+        'tensorflow_datasets cannot be imported: its tensorflow-metadata was '
+        'generated for a newer protobuf than this TensorFlow keeps (TF 2.19 '
+        "keeps protobuf < 6). Fix: pip install 'tensorflow-metadata<1.18' "
+        f'(README, "Supported stacks"). The error was: {e}') from e
+  return tfds
+
+
 def _download_tfds(name, tfds_name, data_dir, looked):
   """Downloads and prepares a TFDS data set, with TFDS's progress bars.
 
   Probes the network first (`_probe`, ~3 s at most) so that an offline
   machine gets the `DataNotFoundError` at once instead of a hang.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = _import_tfds()
   offline = _probe(_download_addresses(name))
   if offline is not None:
     raise _not_found(name, data_dir, looked, tfds_name, offline)
@@ -946,7 +967,7 @@ def _load_tfds(name, data_dir, svhn_extra, looked, download):
   connectivity probe), and reading SVHN's ``extra`` split (it only picks
   train or validation/test).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = _import_tfds()
   import trax  # pylint: disable=g-import-not-at-top
   tfds_name = _TFDS_NAMES[name]
 
