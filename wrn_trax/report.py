@@ -418,7 +418,9 @@ def summarize(runs, by=None, paper=None):
         'error_pct_std': errors.std(ddof=1) if len(errors) > 1 else np.nan,
         'error_pct_min': errors.min() if len(errors) else np.nan,
         'error_pct_max': errors.max() if len(errors) else np.nan,
-        'running_bn_error_pct': done['error_pct_running_bn'].median(),
+        'running_bn_error_pct': pd.to_numeric(
+            done.get('error_pct_running_bn', pd.Series(dtype=float)),
+            errors='coerce').median(),
         'n_done': int((status == 'done').sum()),
         'n_diverged': int((status == 'diverged').sum()),
         'n_failed': int((status == 'failed').sum()),

@@ -252,6 +252,8 @@ def members_frame(members, summaries):
     row.update(summary)
     error = summary.get('test_error')
     row['error_pct'] = None if error is None else 100.0 * error
+    running = summary.get('test_error_running_bn')
+    row['error_pct_running_bn'] = None if running is None else 100.0 * running
     rows.append(row)
   return pd.DataFrame(rows)
 
