@@ -91,6 +91,7 @@ def test_train_speed_guard_names_failed_and_slow_configurations():
                       'WRN-22-4 batch 128: error: MemoryError: x']
 
 
+@pytest.mark.slow
 def test_host_overhead_runs_small_and_its_guard_fails_above_the_bound(
     capsys):
   host_overhead = load('host_overhead')
@@ -169,6 +170,7 @@ def test_gpu_check_without_a_gpu_exits_2_and_says_so(cpu_env, tmp_path):
   assert record['items']['device']['platform'] == 'cpu'
 
 
+@pytest.mark.slow
 def test_gpu_check_workers_give_results_errors_and_timeouts(tmp_path):
   gpu_check = load('gpu_check')
   script = tmp_path / 'worker.py'
@@ -249,6 +251,7 @@ def test_gpu_check_runs_quick_on_the_cpu(cpu_env, tmp_path):
   assert items['seed_vs_ours']['status'] == 'skipped'
 
 
+@pytest.mark.slow
 def test_precise_bn_table_on_a_tiny_run(tmp_path, capsys):
   from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
   run = str(tmp_path / 'run')

@@ -21,6 +21,7 @@ print(s['status'], s['step'], s['eval_examples'])
 """
 
 
+@pytest.mark.slow
 def test_loop_trains_data_parallel_on_two_devices(tmp_path, python,
                                                    subprocess_env):
   r = subprocess.run([python, '-c', _TWO_DEVICES, str(tmp_path / 'run')],

@@ -39,6 +39,7 @@ for w in log:
 """
 
 
+@pytest.mark.slow
 def test_training_warns_nothing_we_did_not_mean(python, subprocess_env,
                                                 tmp_path):
   """A tiny train(): no jax rename, int64, gzip or other warning gets out."""
@@ -75,6 +76,7 @@ def test_known_warnings_are_matched_by_category_and_module():
       assert (not log) == ignored, (category, source, message)
 
 
+@pytest.mark.slow
 def test_users_own_warnings_still_show(python, subprocess_env):
   code = ('import wrn_trax, warnings; '
           'warnings.warn("mine", UserWarning)')
@@ -162,6 +164,7 @@ def test_help_of_every_command(python, subprocess_env):
     assert 'example: wrn-trax ' + command in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_models_and_data(python, subprocess_env):
   r = _run(python, subprocess_env, '-m', 'wrn_trax', 'models')
   assert r.returncode == 0, r.stderr
@@ -188,6 +191,7 @@ def test_cli_errors_are_one_clear_line(python, subprocess_env, tmp_path, args,
   assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.slow
 def test_cli_train_sweep_then_report(python, subprocess_env, tmp_path):
   r = _run(python, subprocess_env, '-m', 'wrn_trax', 'train', '--model',
            'WRN-10-1', '--recipe', 'smoke', '--steps', '6', '--set',

@@ -87,6 +87,7 @@ def _train(workdir, **overrides):
                          eval_every=10, checkpoint_every=10, **overrides)
 
 
+@pytest.mark.slow
 def test_batch_mode_eval_is_labelled_and_leaves_training_unchanged(tmp_path):
   batch = _train(tmp_path / 'batch', eval_bn='batch', precise_bn_batches=5)
   running = _train(tmp_path / 'running', eval_bn='running',

@@ -313,6 +313,7 @@ def test_cli_corrupt_checkpoint_and_busy_folder(tmp_path, capsys, holder):
   assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.slow
 def test_cli_garbage_config_in_a_subprocess_has_no_traceback(
     tmp_path, python, subprocess_env):
   workdir = _run_folder(tmp_path)

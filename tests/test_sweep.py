@@ -87,6 +87,7 @@ wrn_trax.sweep(widen_factors=[1, 2], depths=[10], family='paper',
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(
     tmp_path, python, subprocess_env):
   root = str(tmp_path / 'runs')
@@ -124,6 +125,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(
   assert [s for s, split in keys if split == 'train'] == [1, 6, 12]
 
 
+@pytest.mark.slow
 def test_a_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path,
                                                             monkeypatch):
   real_train = sweep_lib.train_lib.train
@@ -147,6 +149,7 @@ def test_a_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path,
   assert 'WRN-10-2' in wrn_trax.report.format_table(table)
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_two_members_in_parallel(tmp_path):
   pytest.importorskip('ray')
   root = str(tmp_path / 'runs')

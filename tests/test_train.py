@@ -74,6 +74,7 @@ wrn_trax.train(model='{model}', dataset='digits', recipe='smoke', steps=40,
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_with_continuous_metrics(
     tmp_path, python, subprocess_env):
   workdir = str(tmp_path / 'run')
@@ -114,6 +115,7 @@ def test_sigkill_then_rerun_resumes_with_continuous_metrics(
   assert seconds == sorted(seconds)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_as_diverged(tmp_path):
   workdir = str(tmp_path / 'run')
   summary = train_lib.train(model=TINY, dataset='digits', recipe='smoke',
