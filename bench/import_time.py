@@ -1,12 +1,16 @@
-"""How long `import wrn_trax` takes, with and without the shallow inspect.stack.
+"""How long importing trax through wrn_trax takes, with and without the shallow
+inspect.stack.
 
 trax/layers/assert_shape.py calls `inspect.stack()` ~65 times while trax is
 imported; wrn_trax._quiet.import_trax makes those calls look at two frames
 instead of every frame up to the interpreter. Each round runs, in fresh
 subprocesses and interleaved so that both see the same machine load:
 
-  after:  python -c "import wrn_trax"
-  before: WRN_TRAX_SLOW_IMPORT=1 python -c "import wrn_trax"  (stdlib stack)
+  after:  python -c "import wrn_trax.models"
+  before: WRN_TRAX_SLOW_IMPORT=1 python -c "import wrn_trax.models"  (stdlib stack)
+
+(`wrn_trax.models` imports TensorFlow, gym and trax with the silencing and the
+patches; a bare `import wrn_trax` may import none of them.)
 
 and takes wall and CPU (user+sys) seconds of the child. Prints a table and
 merges the result into bench/results/import_time.json under --stack.
@@ -27,7 +31,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, 'bench', 'results', 'import_time.json')
-CODE = 'import wrn_trax'
+CODE = 'import wrn_trax.models'
 
 
 def _versions():
