@@ -46,7 +46,9 @@ def _import_data():
   except ImportError:  # Run from a checkout without installing it.
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     '..'))
+  from wrn_trax import _compat  # pylint: disable=g-import-not-at-top
   from wrn_trax import data  # pylint: disable=g-import-not-at-top
+  _compat.ensure_trax()  # trax below is imported through us: quiet, patched
   return data
 
 

@@ -61,6 +61,8 @@ def parse_args(argv=None):
 
 def seed_loop(k, ds, workdir):
   """The seed notebooks' trainer, on the tensorflow-numpy backend."""
+  from wrn_trax import _compat  # pylint: disable=g-import-not-at-top
+  _compat.ensure_trax()  # trax through us: quiet and patched, as train() has it
   import trax  # pylint: disable=g-import-not-at-top
   from trax import layers as tl  # pylint: disable=g-import-not-at-top
   from trax.supervised import training  # pylint: disable=g-import-not-at-top

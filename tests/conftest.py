@@ -8,7 +8,11 @@ import pytest
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-import wrn_trax  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
+# `import wrn_trax` alone imports no trax; the tests run with TF, gym and trax
+# imported through it (quietly, patched), as after a user's first training.
+from wrn_trax import _compat  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_compat.ensure_trax()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

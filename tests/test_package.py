@@ -13,10 +13,94 @@ def _run(python, env, *args, **kwargs):
                         text=True, timeout=300, **kwargs)
 
 
+_HEAVY = ('tensorflow', 'trax', 'jax', 'gym')
+
+_LIGHT_IMPORT = """
+import sys
+import wrn_trax
+import wrn_trax.report
+from wrn_trax import recipes, runio, data
+assert wrn_trax.report.load_runs is not None
+print(sorted(m for m in sys.modules if m.split('.')[0] in sys.argv[1:]))
+"""
+
+
+def test_package_and_report_import_no_tensorflow_trax_or_jax(
+    python, subprocess_env):
+  """`import wrn_trax` and `import wrn_trax.report` stay light (PEP 562)."""
+  r = _run(python, subprocess_env, '-c', _LIGHT_IMPORT, *_HEAVY)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout == '[]\n', r.stdout
+  assert r.stderr == ''
+
+
+_CLI_LIGHT = """
+import runpy, sys
+heavy = sys.argv[1:]
+sys.argv = ['wrn-trax'] + heavy.pop().split()
+try:
+  runpy.run_module('wrn_trax', run_name='__main__')
+except SystemExit as e:
+  code = e.code
+print(sorted(m for m in sys.modules if m.split('.')[0] in heavy), code,
+      file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize('args, code', [
+    ('--help', 0),
+    ('train --help', 0),
+    ('train --set lr=abc', 2),
+    ('train --model WRN-27-2', 2),
+    ('train --dataset imagenet', 2),
+    ('sweep --family resnet', 2),
+    ('sweep --widen-factors 2 --dropouts 0.3', 2),
+    ('models --name WRN-9-1', 2),
+    ('report --root /nonexistent/runs', 2),
+])
+def test_cli_parses_and_checks_arguments_before_importing_trax(
+    python, subprocess_env, tmp_path, args, code):
+  """`wrn-trax --help` and argument errors import no TF, trax or jax."""
+  r = _run(python, subprocess_env, '-c', _CLI_LIGHT, *_HEAVY, args,
+           cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert r.stderr.splitlines()[-1] == f'[] {code}', r.stderr
+  assert 'Traceback' not in r.stderr
+  assert list(tmp_path.iterdir()) == []
+
+
+_FIRST_USE = """
+import sys, warnings
+warnings.simplefilter('default')
+import wrn_trax
+assert 'trax' not in sys.modules
+spec = wrn_trax.models.parse('WRN-16-4')   # the first use imports trax
+assert 'trax' in sys.modules and 'tensorflow' in sys.modules
+assert callable(wrn_trax.train) and callable(wrn_trax.sweep)
+from wrn_trax import _compat
+assert _compat._PATCHED
+import jax
+assert hasattr(jax, 'device_put_replicated')
+print(spec.blocks_per_group, wrn_trax.models.count_flops('WRN-10-1') > 0,
+      wrn_trax.data.DATASETS[0], wrn_trax.sweep.member_models([1]))
+"""
+
+
+def test_first_use_imports_trax_quietly_and_patched(python, subprocess_env):
+  """`wrn_trax.models` etc. import TF, gym and trax once, silently."""
+  r = _run(python, subprocess_env, '-c', _FIRST_USE)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout == "2 True digits ['stock-WRN-22-1']\n", r.stdout
+  assert r.stderr == ''
+
+
 def test_import_prints_nothing(python, subprocess_env):
-  """No TF/absl lines, no gym notice, no jax warnings from trax at import."""
+  """No TF/absl lines, no gym notice, no jax warnings from trax at import:
+  neither from the first use of a heavy module nor from the user's own
+  `import trax` after it."""
   code = ('import warnings; warnings.simplefilter("default"); '
-          'import wrn_trax, trax; from trax.supervised import training; '
+          'import wrn_trax; wrn_trax.models; '
+          'import trax; from trax.supervised import training; '
           'print("ok")')
   r = _run(python, subprocess_env, '-c', code)
   assert r.returncode == 0, r.stderr

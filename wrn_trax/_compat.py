@@ -15,8 +15,34 @@ below is added only where jax lacks the name, so an older jax is untouched.
 """
 import sys
 
-import jax
-import numpy as np
+from wrn_trax import _quiet
+
+# TF, gym and trax are imported quietly (trax with a cheap inspect.stack)
+# before jax is imported here: whoever imports trax through us gets the
+# silencing first.
+_quiet.silence_imports()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_PATCHED = False
+
+
+def ensure_trax():
+  """Imports TF, gym and trax quietly and installs the patches; once.
+
+  The one entry point of the heavy imports: `import wrn_trax` imports none of
+  TensorFlow, trax or jax, and every module of ours that needs them
+  (`models`, `data`'s pipelines, `optim`, `train`, `sweep`) calls this first,
+  so the silencing (`_quiet.silence_imports`) always runs before trax is
+  imported and the shims of `patch_jax` are in place before trax is used.
+  Importing this module already does the silencing; calling this again is
+  free.
+  """
+  global _PATCHED
+  if not _PATCHED:
+    patch_jax()
+    _PATCHED = True
 
 
 def _device_put_replicated(x, devices):

@@ -58,10 +58,24 @@ def _overrides(pairs):
 def _recipe_args(args):
   """(steps, overrides) of train/sweep, checked against the recipe.
 
-  `--set steps=N` is `--steps N`. Bad fields or values fail here, before
-  the training modules are imported.
+  `--set steps=N` is `--steps N`. Bad fields or values, an unknown data set,
+  model name or sweep grid fail here, before the training modules (and
+  TensorFlow, trax and jax) are imported; `train` and `sweep` check them
+  again.
   """
-  from wrn_trax import recipes  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from wrn_trax import _names
+  from wrn_trax import data
+  from wrn_trax import recipes
+  # pylint: enable=g-import-not-at-top
+  if args.dataset not in data.DATASETS:
+    raise ValueError(f'unknown dataset {args.dataset!r}; choose one of '
+                     f'{data.DATASETS}')
+  if args.command == 'train':
+    families = {_names.parse(args.model).family}
+  else:
+    families = {_names.parse(name).family for name in _names.member_models(
+        args.widen_factors, args.depths, args.blocks, args.family)}
   overrides = _overrides(args.set)
   steps = args.steps
   if 'steps' in overrides:
@@ -72,8 +86,16 @@ def _recipe_args(args):
   if steps is not None and (not isinstance(steps, int) or
                             isinstance(steps, bool) or steps <= 0):
     raise ValueError(f'steps must be a positive int, got {steps!r}')
-  recipes.get(args.recipe, args.dataset, **overrides)
+  recipe = recipes.get(args.recipe, args.dataset, **overrides)
+  if 'stock' in families and (recipe['dropout'] or any(_dropouts(args))):
+    raise ValueError('stock WideResnet has no dropout; use a paper-family '
+                     'model (WRN-d-k, or --family paper) for dropout')
   return steps, overrides
+
+
+def _dropouts(args):
+  """The dropout rates of `wrn-trax sweep --dropouts` (none for train)."""
+  return [p for p in getattr(args, 'dropouts', None) or [] if p]
 
 
 def _common(p, root_default=None):
@@ -173,6 +195,9 @@ def main(argv=None):
 
 def _dispatch(args):
   if args.command == 'models':
+    from wrn_trax import _names  # pylint: disable=g-import-not-at-top
+    for name in args.name or []:
+      _names.parse(name)  # a bad name fails before trax is imported
     from wrn_trax import models  # pylint: disable=g-import-not-at-top
     if args.name:
       for name in args.name:

@@ -915,6 +915,19 @@ def _download_addresses(name):
   return [('storage.googleapis.com', 443), _DOWNLOAD_HOSTS[name]]
 
 
+def _trax():
+  """trax, imported through `_compat.ensure_trax`: quietly, patched.
+
+  This module imports neither trax nor TensorFlow when it is imported (the
+  command line reads `DATASETS` before anything heavy, and `digits` loads
+  without them); the pipelines and the TFDS reader get them from here.
+  """
+  from wrn_trax import _compat  # pylint: disable=g-import-not-at-top
+  _compat.ensure_trax()
+  import trax  # pylint: disable=g-import-not-at-top
+  return trax
+
+
 def _import_tfds():
   """Imports tensorflow_datasets, or says which pin fixes a broken import.
 
@@ -923,6 +936,7 @@ def _import_tfds():
   >= 6.31, TF 2.19 keeps protobuf < 6, and pip cannot see the clash. The
   import then fails deep inside with "cannot import name 'runtime_version'".
   """
+  _trax()  # TF quietly first, as everywhere (TFDS imports TF)
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -968,7 +982,7 @@ def _load_tfds(name, data_dir, svhn_extra, looked, download):
   train or validation/test).
   """
   tfds = _import_tfds()
-  import trax  # pylint: disable=g-import-not-at-top
+  trax = _trax()
   tfds_name = _TFDS_NAMES[name]
 
   def prepared():
@@ -1312,7 +1326,7 @@ def train_batches(ds, batch_size, *, preprocess='raw', seed=0):
     An iterator of (images, labels, weights): images uint8 (raw) or float32,
     labels int32, weights float32 ones.
   """
-  import trax  # pylint: disable=g-import-not-at-top
+  trax = _trax()
   batch_size = _check_batch_size(batch_size)
   preprocess = _check_preprocess(preprocess)
   shuffle_seed, augment_seed = _seeds(seed)
@@ -1340,7 +1354,7 @@ def eval_batches(ds, batch_size, *, preprocess='raw'):
   Returns:
     An iterator of (images, labels, weights).
   """
-  import trax  # pylint: disable=g-import-not-at-top
+  trax = _trax()
   batch_size = _check_batch_size(batch_size)
   preprocess = _check_preprocess(preprocess)
   return trax.data.Serial(
@@ -1366,7 +1380,7 @@ def eval_sample_batches(ds, batch_size, *, preprocess='raw', seed=0):
   Returns:
     An iterator of (images, labels, weights), weights all 1.
   """
-  import trax  # pylint: disable=g-import-not-at-top
+  trax = _trax()
   batch_size = _check_batch_size(batch_size)
   preprocess = _check_preprocess(preprocess)
   return trax.data.Serial(

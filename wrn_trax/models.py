@@ -34,12 +34,15 @@ on a `ShapeDtype` under `jax.eval_shape`, the second is analytic.
 `markdown_table()` (also run by `python -m wrn_trax.models`) prints the
 README's table of the paper's networks.
 """
-import dataclasses
 import functools
 import math
-import re
 
-import wrn_trax  # pylint: disable=unused-import  # silences TF/gym first
+from wrn_trax import _compat
+from wrn_trax import _names
+
+_compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,wrong-import-order
 import jax
 import numpy as np
 import pandas as pd
@@ -47,19 +50,16 @@ import trax
 from trax import fastmath
 from trax import layers as tl
 from trax.models import resnet
+# pylint: enable=g-import-not-at-top,wrong-import-position,wrong-import-order
 
-# Block types of the paper's Table 2 (B(3,3) first: the default) and the
-# deepening series of Table 3; a block is the kernel sizes of its convs.
-BLOCKS = ((3, 3), (3, 1, 3), (1, 3, 1), (1, 3), (3, 1), (3, 1, 1),
-          (3,), (3, 3, 3), (3, 3, 3, 3))
+# Names are read by `_names` (no trax needed, so the command line checks them
+# before importing trax); they are part of this module's interface.
+BLOCKS = _names.BLOCKS
+EXPLICIT_BLOCKS_PER_GROUP = _names.EXPLICIT_BLOCKS_PER_GROUP
+Spec = _names.Spec
+parse = _names.parse
+_block_str = _names._block_str  # pylint: disable=protected-access
 
-# Table 3 labels that count convolutions (N = 12 / l at d = 40, k = 2) rather
-# than following the general N = (d - 4) / 6; see the module docstring.
-EXPLICIT_BLOCKS_PER_GROUP = {
-    'WRN-40-2-B(3)': 12,
-    'WRN-40-2-B(3,3,3)': 4,
-    'WRN-40-2-B(3,3,3,3)': 3,
-}
 
 # Group widths are 16k, 32k, 64k, after a 16-channel stem conv; the second and
 # third groups halve the resolution (paper, Table 1).
@@ -70,10 +70,6 @@ _STEM_CHANNELS = 16
 # convention; trax's WideResnet uses 0.9 too (trax's BatchNorm default: 0.999).
 _BN_MOMENTUM = 0.9
 _MODES = ('train', 'eval', 'predict')
-
-_NAME_RE = re.compile(
-    r'^(?P<stock>stock-)?wrn-(?P<depth>\d+)-(?P<k>-?\d+)'
-    r'(?:-b\((?P<block>[^)]*)\))?$', re.IGNORECASE)
 
 
 # ----------------------------------------------------------------- stock ----
@@ -277,86 +273,7 @@ def _check_args(n_blocks, widen_factor, block, dropout, n_classes, mode):
     raise ValueError(f'mode must be one of {_MODES}; got {mode!r}')
 
 
-# ----------------------------------------------------------------- names ----
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """A parsed network name.
-
-  Attributes:
-    family: 'paper' (`WideResnetPaper`) or 'stock' (`Stock`).
-    depth: int, d in the name.
-    widen_factor: int, k.
-    block: tuple of kernel sizes; (3, 3) for stock.
-    blocks_per_group: int, N.
-  """
-  family: str
-  depth: int
-  widen_factor: int
-  block: tuple
-  blocks_per_group: int
-
-  @property
-  def name(self):
-    """The canonical name; `parse(spec.name) == spec`."""
-    if self.family == 'stock':
-      return f'stock-WRN-{self.depth}-{self.widen_factor}'
-    base = f'WRN-{self.depth}-{self.widen_factor}'
-    return base if self.block == (3, 3) else f'{base}-{_block_str(self.block)}'
-
-
-def _block_str(block):
-  return 'B(' + ','.join(str(k) for k in block) + ')'
-
-
-def parse(name):
-  """Reads a network name; the only place names are interpreted.
-
-  Args:
-    name: 'WRN-d-k', 'WRN-d-k-B(a,b,...)' or 'stock-WRN-d-k'
-      (case-insensitive), or a `Spec` (returned as is).
-
-  Returns:
-    A `Spec`. N = (d - 4) / 6, except the Table 3 presets in
-    `EXPLICIT_BLOCKS_PER_GROUP` (see the module docstring).
-
-  Raises:
-    ValueError: unparseable name, depth not 6N + 4, k <= 0, unknown block,
-      or a block given for a stock name.
-  """
-  if isinstance(name, Spec):
-    return name
-  if not isinstance(name, str):
-    raise ValueError(f'a network name must be a string; got {name!r}')
-  match = _NAME_RE.match(name.strip().replace(' ', ''))
-  if not match:
-    raise ValueError(
-        f'cannot parse network name {name!r}; expected WRN-d-k, '
-        'WRN-d-k-B(3,1,3) or stock-WRN-d-k, e.g. WRN-28-10')
-  depth, k = int(match['depth']), int(match['k'])
-  family = 'stock' if match['stock'] else 'paper'
-  if k < 1:
-    raise ValueError(f'widen factor k must be an int >= 1; got {k} in {name!r}')
-  if depth < 10 or (depth - 4) % 6:
-    raise ValueError(f'depth must be 6N+4 with N >= 1, e.g. 16, 22, 28, 40; '
-                     f'got {depth} in {name!r}')
-  block = (3, 3)
-  if match['block'] is not None:
-    if family == 'stock':
-      raise ValueError(f'stock names take no block (stock is B(3,3)): {name!r}')
-    try:
-      block = tuple(int(kernel) for kernel in match['block'].split(','))
-    except ValueError:
-      block = None
-    if block not in BLOCKS:
-      raise ValueError(f'unknown block in {name!r}; allowed: '
-                       + ', '.join(_block_str(b) for b in BLOCKS))
-  n = EXPLICIT_BLOCKS_PER_GROUP.get(
-      f'WRN-{depth}-{k}-{_block_str(block)}', (depth - 4) // 6)
-  if family == 'stock':
-    n = (depth - 4) // 6
-  return Spec(family, depth, k, block, n)
+# ----------------------------------------------------------------- build ----
 
 
 def build(name, n_classes=10, dropout=0.0, mode='train'):

@@ -13,10 +13,16 @@ code (BatchNorm scales and offsets included).
 """
 import bisect
 
+from wrn_trax import _compat
+
+_compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,wrong-import-order
 from trax import fastmath
 from trax import optimizers
 from trax.optimizers import base as optimizers_base
 from trax.fastmath import numpy as jnp
+# pylint: enable=g-import-not-at-top,wrong-import-position,wrong-import-order
 
 
 class SGD(optimizers_base.Optimizer):

@@ -12,47 +12,17 @@ import time
 
 import pandas as pd
 
-from wrn_trax import models
+from wrn_trax import _names
 from wrn_trax import runio
 from wrn_trax import train as train_lib
 
-FAMILIES = ('stock', 'paper')
 EXECUTORS = ('local', 'ray')
-
-
-def member_models(widen_factors, depths=None, blocks=None, family='stock'):
-  """Model names of a grid, e.g. ['stock-WRN-22-1', ...] or ['WRN-28-10']."""
-  if family not in FAMILIES:
-    raise ValueError(f'unknown family {family!r}; choose one of {FAMILIES}')
-  widen_factors = _nonempty('widen_factors', widen_factors)
-  depths = _nonempty('depths', depths or [22])
-  if family == 'stock':
-    if blocks not in (None, [], ['B(3,3)'], [(3, 3)]):
-      raise ValueError("family='stock' has trax's own basic block; blocks= "
-                       "needs family='paper'")
-    names = [f'stock-WRN-{d}-{k}' for d in depths for k in widen_factors]
-  else:
-    blocks = _nonempty('blocks', blocks or [(3, 3)])
-    names = []
-    for d, k, b in itertools.product(depths, widen_factors, blocks):
-      b = _block_str(b)
-      names.append(f'WRN-{d}-{k}' + ('' if b == 'B(3,3)' else f'-{b}'))
-  for n in names:
-    models.parse(n)  # a depth that fits no WRN, k <= 0, a bad block: ValueError
-  return names
-
-
-def _block_str(b):
-  if isinstance(b, str):
-    return b if b.upper().startswith('B(') else f'B({b})'
-  return 'B(' + ','.join(str(int(x)) for x in b) + ')'
-
-
-def _nonempty(name, values):
-  values = list(values) if values is not None else []
-  if not values:
-    raise ValueError(f'{name} must name at least one value')
-  return values
+# The grid's names are read in `_names`, without trax (the command line checks
+# them before importing it): FAMILIES, member_models(widen_factors, depths,
+# blocks, family).
+FAMILIES = _names.FAMILIES
+member_models = _names.member_models
+_nonempty = _names.nonempty
 
 
 def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,

@@ -26,11 +26,16 @@ import time
 import numpy as np
 
 from wrn_trax import _compat
+
+_compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from wrn_trax import data as data_lib
 from wrn_trax import models
 from wrn_trax import optim
 from wrn_trax import recipes
 from wrn_trax import runio
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # On one device, trax's Trainer.one_step is replaced by the lighter
 # `_compat._one_step_one_device` (the same step with less host work) and its
