@@ -8,8 +8,10 @@
 """
 import argparse
 import ast
+import functools
 import json
 import sys
+import warnings
 
 _EPILOG = {
     'models': 'example: wrn-trax models --name WRN-28-10 --name stock-WRN-22-1',
@@ -178,11 +180,17 @@ def main(argv=None):
   config.json or summary.json, a truncated checkpoint: ValueErrors, see
   `runio.RunFolderError`) print one `error:` line that says what to do and
   exit with status 2, as argparse does for bad options; nothing is written
-  to the run folder. Ctrl-C exits with 130 and says how to resume.
+  to the run folder. Warnings (a run that `report` skips, naming its
+  unreadable file) are one `warning:` line each; a sweep ends with one line
+  per member that failed or is running elsewhere, even with --quiet. Ctrl-C
+  exits with 130 and says how to resume.
   """
   args = parser().parse_args(argv)
   try:
-    _dispatch(args)
+    with warnings.catch_warnings():
+      warnings.showwarning = functools.partial(_warning_line, args.command,
+                                               set())
+      _dispatch(args)
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f'wrn-trax {args.command}: error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -191,6 +199,28 @@ def main(argv=None):
              if args.command in ('train', 'sweep') else '')
     print(f'wrn-trax {args.command}: interrupted{again}', file=sys.stderr)
     sys.exit(130)
+
+
+def _warning_line(command, shown, message, category, filename, lineno,
+                  file=None, line=None):
+  """Prints a warning once, as one `warning:` line (e.g. a run `report` skips).
+
+  `shown` holds the lines already printed: `report` reads the runs twice.
+  """
+  del filename, lineno, file, line
+  kind = ('warning' if category is UserWarning else category.__name__)
+  text = f'wrn-trax {command}: {kind}: {message}'
+  if text not in shown:
+    shown.add(text)
+    print(text, file=sys.stderr)
+
+
+def _report_failed_members(frame):
+  """One stderr line per member that did not train (even with --quiet)."""
+  for row in frame.to_dict('records'):
+    if row.get('status') in ('failed', 'running'):
+      print(f'wrn-trax sweep: {row["run"]}: {row["status"]}: {row["reason"]}',
+            file=sys.stderr)
 
 
 def _dispatch(args):
@@ -231,6 +261,7 @@ def _dispatch(args):
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, **overrides)
     print(report.format_table(report.summarize(frame)))
+    _report_failed_members(frame)
   elif args.command == 'report':
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     written = report.write_report(args.root, out=args.out)

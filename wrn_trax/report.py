@@ -20,7 +20,8 @@ Run folder contract (written by training)::
   <root>/<run>/metrics.jsonl  # one JSON object per logged step, appended
   <root>/<run>/summary.json   # at the end; absent while running or if killed
 
-This module reads only: it imports pandas, numpy and matplotlib, never trax,
+This module reads only: it imports pandas, numpy, matplotlib and
+`wrn_trax.runio` (whose readers name a file they cannot read), never trax,
 jax or TensorFlow. The paper's CIFAR figures come from
 `wrn_trax.models.paper_networks()`, imported lazily by `summarize` only when
 no `paper` frame is passed.
@@ -34,6 +35,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+from wrn_trax import runio
 
 # Columns that define a configuration: runs that agree on all of these are
 # seeds of one configuration (Zagoruyko & Komodakis report the median of 5).
@@ -136,8 +139,11 @@ def _read_jsonl(path):
 
 
 def _read_json(path):
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  """The object of config.json or summary.json (runio: no trax).
+
+  Raises runio.CorruptFileError, naming the file, for anything else.
+  """
+  return runio.read_json_object(path)
 
 
 def load_runs(root):
@@ -160,21 +166,23 @@ def load_runs(root):
   for run_dir in _run_dirs(root):
     try:
       config = _read_json(run_dir / 'config.json')
-    except (OSError, json.JSONDecodeError) as e:
-      warnings.warn(f'{run_dir}: skipping run, unreadable config.json ({e})')
+    except (OSError, runio.CorruptFileError) as e:
+      warnings.warn(f'skipping the run in {run_dir}: {e}')
       continue
     row = _flatten(config)
     summary_path = run_dir / 'summary.json'
     summary = None
+    reason = 'no summary.json'
     if summary_path.is_file():
       try:
         summary = _read_json(summary_path)
-      except (OSError, json.JSONDecodeError) as e:
-        warnings.warn(f'{run_dir}: unreadable summary.json ({e})')
+      except (OSError, runio.CorruptFileError) as e:
+        warnings.warn(f'{e} (the run in {run_dir} is reported as incomplete)')
+        reason = 'unreadable summary.json'
     if summary is None:
       steps = [r['step'] for r in _read_jsonl(run_dir / 'metrics.jsonl')
                if isinstance(r, dict) and r.get('step') is not None]
-      summary = {'status': 'incomplete', 'reason': 'no summary.json',
+      summary = {'status': 'incomplete', 'reason': reason,
                  'step': max(steps) if steps else None}
     row.update(_flatten(summary))
     row['run'] = run_dir.name
@@ -401,6 +409,12 @@ def summarize(runs, by=None, paper=None):
     (multiply-adds per image, 1e9), images_per_s and wall_minutes (medians
     over done runs).
   """
+  # A sweep whose members all failed before training (e.g. an unreadable
+  # file in each folder) has summaries without params, flops, timings.
+  missing = [f for f in _NUMERIC_SUMMARY + ('error_pct',)
+             if f not in runs.columns]
+  if missing:
+    runs = runs.assign(**{f: np.nan for f in missing})
   if by is None:
     by = [k for k in CONFIG_KEYS if k in runs.columns]
   by = list(by)

@@ -118,6 +118,20 @@ def read_json(path):
     raise CorruptFileError(path, 'a folder, not a file') from None
 
 
+def read_json_object(path):
+  """The JSON object of `path`, as config.json and summary.json hold.
+
+  Raises:
+    FileNotFoundError: there is no such file.
+    CorruptFileError: the file is not JSON, or JSON but not an object (it
+      names the file and says how to continue).
+  """
+  obj = read_json(path)
+  if not isinstance(obj, dict):
+    raise CorruptFileError(path, f'a JSON {type(obj).__name__}, not an object')
+  return obj
+
+
 def read_json_or_none(path):
   """Like `read_json`, but None where there is no such file."""
   try:
@@ -133,10 +147,10 @@ def finished_summary(workdir):
   Raises CorruptFileError for a garbage summary.json.
   """
   path = os.path.join(workdir, 'summary.json')
-  summary = read_json_or_none(path)
-  if summary is not None and not isinstance(summary, dict):
-    raise CorruptFileError(path, f'a JSON {type(summary).__name__}, not an '
-                           'object')
+  try:
+    summary = read_json_object(path)
+  except FileNotFoundError:
+    return None
   if summary and summary.get('status') in FINAL_STATUSES:
     return summary
   return None

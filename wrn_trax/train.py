@@ -109,10 +109,16 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
 def check_same_run(old, new, workdir):
   """Raises ValueError naming the fields in which two configs differ.
 
+  `old` is what `workdir/config.json` holds; anything but a JSON object
+  there raises runio.CorruptFileError naming that file.
+
   Compares the fields both configs have (less the volatile ones); a field
   that `new` leaves as None because it is resolved only after the data set is loaded
   ('steps' from 'epochs') is skipped.
   """
+  if not isinstance(old, dict):  # JSON, but not what train() writes
+    raise runio.CorruptFileError(os.path.join(workdir, 'config.json'),
+                                 f'a JSON {type(old).__name__}, not an object')
   # A field that `old` lacks was added to the recipes after that run was
   # made (e.g. precise_bn_batches); the run keeps what it was made with.
   keys = (set(new) & set(old)) - set(_VOLATILE)
