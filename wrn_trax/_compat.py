@@ -185,13 +185,22 @@ def _one_step_one_device(self, batch, rng, step=0, learning_rate=None):
   The same calls in the same order as trax 1.4.1's `one_step` with
   n_devices == 1 (where `for_n_devices`, `reshape_by_device` and
   `_unreplicate` are identities), less its vlog-only logging.
+
+  A trainer with a `_wrn_loss_scale` (float16, `precision.enable_loss_scaling`)
+  passes that state to its update and keeps the new one it returns.
   """
   if learning_rate is not None:
     self._opt_params['learning_rate'] = learning_rate  # pylint: disable=protected-access
   acc = self._accelerated_model_with_loss  # pylint: disable=protected-access
-  (new_weights, new_slots), new_state, stats = self._accelerated_update_fn(  # pylint: disable=protected-access
-      (acc.weights, self._slots), step, self._opt_params, batch, acc.state,  # pylint: disable=protected-access
-      rng)
+  args = ((acc.weights, self._slots), step, self._opt_params, batch,  # pylint: disable=protected-access
+          acc.state, rng)
+  loss_scale = getattr(self, '_wrn_loss_scale', None)
+  if loss_scale is None:
+    (new_weights, new_slots), new_state, stats = self._accelerated_update_fn(  # pylint: disable=protected-access
+        *args)
+  else:
+    (new_weights, new_slots), new_state, stats, self._wrn_loss_scale = (  # pylint: disable=protected-access
+        self._accelerated_update_fn(*args, loss_scale))  # pylint: disable=protected-access
   # tl.Accelerate's setters with one device: keep the value, then set the
   # wrapped model (whose layers are the Loop's model).
   object.__setattr__(acc, '_weights', new_weights)

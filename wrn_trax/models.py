@@ -50,6 +50,8 @@ import trax
 from trax import fastmath
 from trax import layers as tl
 from trax.models import resnet
+
+from wrn_trax import precision as precision_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position,wrong-import-order
 
 # Names are read by `_names` (no trax needed, so the command line checks them
@@ -276,7 +278,7 @@ def _check_args(n_blocks, widen_factor, block, dropout, n_classes, mode):
 # ----------------------------------------------------------------- build ----
 
 
-def build(name, n_classes=10, dropout=0.0, mode='train'):
+def build(name, n_classes=10, dropout=0.0, mode='train', precision='float32'):
   """Builds the network a name stands for.
 
   Args:
@@ -285,6 +287,9 @@ def build(name, n_classes=10, dropout=0.0, mode='train'):
     n_classes: int, number of output classes.
     dropout: float in [0, 1), dropout between convs; must be 0 for stock.
     mode: 'train', 'eval' or 'predict'.
+    precision: 'float32', 'bfloat16' or 'float16': the dtype the convs and
+      the Dense layer compute in (`wrn_trax.precision.cast_compute`; weights
+      and everything else stay float32).
 
   Returns:
     A trax layer mapping NHWC images to log-probabilities.
@@ -299,11 +304,13 @@ def build(name, n_classes=10, dropout=0.0, mode='train'):
                        f'for {spec.name} (use a WRN-d-k name)')
     _check_args(spec.blocks_per_group, spec.widen_factor, spec.block, 0.0,
                 n_classes, mode)
-    return Stock(spec.widen_factor, n_blocks=spec.blocks_per_group,
-                 n_classes=n_classes, mode=mode)
-  return WideResnetPaper(spec.blocks_per_group, spec.widen_factor,
-                         block=spec.block, dropout=dropout,
-                         n_classes=n_classes, mode=mode)
+    model = Stock(spec.widen_factor, n_blocks=spec.blocks_per_group,
+                  n_classes=n_classes, mode=mode)
+  else:
+    model = WideResnetPaper(spec.blocks_per_group, spec.widen_factor,
+                            block=spec.block, dropout=dropout,
+                            n_classes=n_classes, mode=mode)
+  return precision_lib.cast_compute(model, precision)
 
 
 # ------------------------------------------------------- paper's tables ----

@@ -22,6 +22,21 @@ _PRECISE_BN_BATCHES = 50
 # changes the training state.
 EVAL_BN = ('running', 'batch')
 
+# The dtype convolutions and matmuls run in (`wrn_trax.precision`): weights,
+# optimizer slots, checkpoints, BatchNorm and the loss stay float32.
+PRECISIONS = ('float32', 'bfloat16', 'float16', 'auto')
+
+# float16's dynamic loss scale doubles after this many good steps in a row.
+_LOSS_SCALE_PERIOD = 2000
+
+
+def _precision():
+  """The precision fields every recipe shares (float32: as before)."""
+  return dict(
+      precision='float32',     # or 'bfloat16', 'float16', 'auto' (per device).
+      loss_scale_period=_LOSS_SCALE_PERIOD,  # float16 only.
+  )
+
 
 def seed():
   """The seed notebooks exactly (Kaggle, trax WideResnet k=1..4 on CIFAR-10)."""
@@ -45,6 +60,7 @@ def seed():
       checkpoint_every=1000,
       backend='jax',           # the notebooks used 'tensorflow-numpy'; select it
                                # with backend='tensorflow-numpy' for parity.
+      **_precision(),
   )
 
 
@@ -69,6 +85,7 @@ def paper(dataset='cifar10'):
       precise_bn_batches=_PRECISE_BN_BATCHES,
       checkpoint_every=1000,
       backend='jax',
+      **_precision(),
   )
   if dataset == 'svhn':
     # SVHN: lr 0.01, x0.1 at epochs 80 and 120 of 160, dropout 0.4.
@@ -97,6 +114,7 @@ def smoke():
       precise_bn_batches=20,   # ~half an epoch of digits: keeps the tests quick.
       checkpoint_every=40,
       backend='jax',
+      **_precision(),
   )
 
 
@@ -215,6 +233,17 @@ def _check(r):
   if r['backend'] not in ('jax', 'tensorflow-numpy'):
     raise ValueError(f"backend must be 'jax' or 'tensorflow-numpy', "
                      f'got {r["backend"]!r}')
+  if r['precision'] not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got '
+                     f'{r["precision"]!r}')
+  if r['precision'] != 'float32' and r['backend'] != 'jax':
+    raise ValueError(f"precision={r['precision']!r} needs backend='jax' "
+                     f'(got {r["backend"]!r})')
+  if (not isinstance(r['loss_scale_period'], int)
+      or isinstance(r['loss_scale_period'], bool)
+      or r['loss_scale_period'] <= 0):
+    raise ValueError('loss_scale_period must be a positive int, got '
+                     f'{r["loss_scale_period"]!r}')
 
 
 def resolve_steps(r, n_train):

@@ -33,6 +33,7 @@ _compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
 from wrn_trax import data as data_lib
 from wrn_trax import models
 from wrn_trax import optim
+from wrn_trax import precision as precision_lib
 from wrn_trax import recipes
 from wrn_trax import runio
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -44,8 +45,9 @@ from wrn_trax import runio
 LIGHT_STEP = True
 
 # Fields that may differ between two sessions of one run without mixing runs.
+# 'precision_used' is what 'auto' chose on this session's device.
 _VOLATILE = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
-             'verbose')
+             'verbose', 'precision_used')
 
 
 def ready_loop(loop):
@@ -199,6 +201,7 @@ class _Run:
     self.verbose = verbose
     self.metrics_path = os.path.join(workdir, 'metrics.jsonl')
     self.summary_path = os.path.join(workdir, 'summary.json')
+    self._loop = None
 
   def run(self):
     import trax  # pylint: disable=g-import-not-at-top
@@ -214,6 +217,8 @@ class _Run:
     c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
     c['versions'] = _versions()
     c['device'], c['n_devices'] = _device()
+    c['precision_used'] = precision_lib.resolve(c['precision'],
+                                                n_devices=c['n_devices'])
     os.makedirs(self.workdir, exist_ok=True)
     config_path = os.path.join(self.workdir, 'config.json')
     if os.path.exists(config_path):
@@ -245,7 +250,8 @@ class _Run:
           f'batch_size {c["batch_size"]} does not divide over {n_devices} '
           f'devices; pass batch_size= a multiple of {n_devices}')
     build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
-                                      dropout=c['dropout'], mode=mode)
+                                      dropout=c['dropout'], mode=mode,
+                                      precision=c['precision_used'])
     self.eval_model = build('eval')
     self.bn_model = build('train')  # for the precise BN statistics
     model = build('train')
@@ -295,6 +301,11 @@ class _Run:
       loop = self._build_loop(ds)
     ready_loop(loop)
     start_step = loop.step
+    if c['precision_used'] == 'float16':  # the loss scale of the checkpoint
+      precision_lib.enable_loss_scaling(
+          loop, c['loss_scale_period'],
+          precision_lib.load_loss_scale(self.workdir, start_step))
+    self._loop = loop
     if start_step and self.verbose:
       print(f'{self.workdir}: resuming from the checkpoint at step '
             f'{start_step} of {c["steps"]}')
@@ -331,6 +342,7 @@ class _Run:
         new_rows = self._history_rows(loop, logged, elapsed, step_times)
         runio.append_jsonl(self.metrics_path, new_rows)
         if loop.step % c['checkpoint_every'] == 0 or loop.step == steps:
+          precision_lib.save_loss_scale(self.workdir, loop)  # before trax's
           with contextlib.redirect_stdout(out):
             loop.save_checkpoint('model')
         if not optim.tree_all_finite(loop.model.weights) or any(
@@ -338,6 +350,12 @@ class _Run:
           status = 'diverged'
           reason = (f'non-finite loss or weights by step {loop.step} '
                     f'(lr {self.schedule(loop.step):g}); lower lr')
+          break
+        if precision_lib.diverged(loop):  # float16: skipped steps are not
+          status = 'diverged'
+          reason = (f'float16 gradients overflow even unscaled by step '
+                    f'{loop.step} (lr {self.schedule(loop.step):g}); lower lr '
+                    "or use precision='float32'")
           break
     finally:
       bar.close()
@@ -428,6 +446,8 @@ class _Run:
              r.get('accuracy') is not None]
     best = min(evals, key=lambda r: 1 - r['accuracy'], default=None)
     median = float(np.median(step_times)) if len(step_times) else None
+    scale = (precision_lib.loss_scale_of(self._loop) if self._loop is not None
+             else None)
     return dict(
         status=status, reason=reason, step=int(step),
         steps=int(self.config['steps']),
@@ -442,7 +462,10 @@ class _Run:
         params=params, flops=flops, wall_seconds=wall,
         median_step_seconds=median,
         images_per_s=(self.config['batch_size'] / median) if median else None,
-        peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb())
+        peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb(),
+        precision=self.config.get('precision_used'),
+        loss_scale=None if scale is None else scale['scale'],
+        skipped_steps=None if scale is None else scale['skipped'])
 
 
 # Offset of the precise-BN batch stream from the training stream's seeds.
@@ -569,7 +592,8 @@ def load_checkpoint(workdir, mode='eval'):
     flat_weights = runio._np_from_file(  # pylint: disable=protected-access
         os.path.join(workdir, 'model.weights.npy.gz'))
   model = models.build(config['model'], n_classes=config['n_classes'],
-                       dropout=config['dropout'], mode=mode)
+                       dropout=config['dropout'], mode=mode,
+                       precision=config.get('precision_used', 'float32'))
   signature = trax.shapes.ShapeDtype((1, *config['image_shape']), np.float32)
   weights, state = tl.unflatten_weights_and_state(
       flat_weights, d['flat_state'],
