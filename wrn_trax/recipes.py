@@ -10,6 +10,11 @@ import numbers
 
 RECIPES = ('seed', 'paper', 'smoke')
 
+# Where the crop, flip and normalisation of the preprocessing run: 'host' (the
+# numpy pipeline of `wrn_trax.data`, float32 batches) or 'device' (uint8
+# batches; `wrn_trax.augment.DevicePreprocess` in the compiled step).
+AUGMENT = ('host', 'device')
+
 # Every reported test error uses BatchNorm statistics recomputed with the
 # final weights over this many training batches ("precise BN", as pycls and
 # detectron2 do); trax's running averages trail the weights (see
@@ -52,6 +57,7 @@ def seed():
       lr_decay=1.0,
       dropout=0.0,             # stock WideResnet has no dropout.
       preprocess='raw',        # raw uint8 pixels, no augmentation.
+      augment='host',          # 'raw' leaves nothing to do on the device.
       eval_every=1000,         # n_steps_per_checkpoint=1000, evals at 1 and n*1000.
       eval_batches=20,         # n_eval_batches=20: the cheap in-training eval.
       eval_bn='batch',         # that eval ran the train-mode model (the notebooks'
@@ -79,6 +85,8 @@ def paper(dataset='cifar10'):
       lr_decay=0.2,
       dropout=0.0,             # Table 6 adds dropout 0.3 on CIFAR (override).
       preprocess=None,         # per data set: see data.default_preprocess.
+      augment='host',          # or 'device': the same crop/flip/standardise in
+                               # the compiled step, from uint8 batches.
       eval_every=1000,
       eval_batches=20,
       eval_bn='running',
@@ -108,6 +116,7 @@ def smoke():
       lr_decay=1.0,
       dropout=0.0,
       preprocess=None,         # per data set (digits: standardize).
+      augment='host',
       eval_every=40,
       eval_batches=4,
       eval_bn='running',
@@ -221,6 +230,14 @@ def _check(r):
     raise ValueError(f'dropout must be in [0, 1), got {r["dropout"]!r}')
   if r['eval_bn'] not in EVAL_BN:
     raise ValueError(f'eval_bn must be one of {EVAL_BN}, got {r["eval_bn"]!r}')
+  if r['augment'] not in AUGMENT:
+    raise ValueError(f'augment must be one of {AUGMENT}, got {r["augment"]!r}')
+  if r['augment'] == 'device' and r['preprocess'] == 'raw':
+    raise ValueError("augment='device' needs a preprocess that does something "
+                     "('cifar', 'standardize' or 'svhn'), got 'raw'")
+  if r['augment'] == 'device' and r['backend'] != 'jax':
+    raise ValueError(f"augment='device' needs backend='jax' "
+                     f'(got {r["backend"]!r})')
   if (not isinstance(r['precise_bn_batches'], int)
       or isinstance(r['precise_bn_batches'], bool)
       or r['precise_bn_batches'] < 0):

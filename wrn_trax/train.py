@@ -30,6 +30,7 @@ from wrn_trax import _compat
 _compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from wrn_trax import augment as augment_lib
 from wrn_trax import data as data_lib
 from wrn_trax import models
 from wrn_trax import optim
@@ -108,6 +109,20 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
       overrides=overrides, **r)
 
 
+def host_preprocess(config):
+  """The preprocessing the host pipeline applies for a run's config.
+
+  The recipe's `preprocess`, or 'raw' (uint8 batches as sliced) with
+  ``augment='device'``, where the model's first layer
+  (`augment.DevicePreprocess`) crops, flips and normalises in the compiled
+  step. Train, in-training eval, precise-BN and test batches all go through
+  this, so both paths normalise every split the same way.
+  """
+  if config.get('augment', 'host') == 'device':
+    return 'raw'
+  return config['preprocess']
+
+
 def check_same_run(old, new, workdir):
   """Raises ValueError naming the fields in which two configs differ.
 
@@ -156,7 +171,8 @@ def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
       python batches).
     verbose: print trax's per-checkpoint log, a progress bar and the result.
     **overrides: recipe fields to change (batch_size, lr, dropout,
-      eval_every, eval_batches, checkpoint_every, preprocess, backend, ...).
+      eval_every, eval_batches, checkpoint_every, preprocess, augment,
+      backend, ...).
 
   Returns:
     The run summary (also in `workdir/summary.json`): status ('done',
@@ -252,6 +268,15 @@ class _Run:
     build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
                                       dropout=c['dropout'], mode=mode,
                                       precision=c['precision_used'])
+    # augment='device': the preprocessing is the model's first layer, whose
+    # 'train' mode crops and flips and 'eval' mode only normalises (the
+    # in-training eval never augments, even with eval_bn='batch', whose
+    # network runs in train mode).
+    network, device = build, c.get('augment', 'host') == 'device'
+    build = lambda mode, augment_mode=None: (
+        augment_lib.with_preprocess(network(mode), ds, c['preprocess'],
+                                    augment_mode or mode)
+        if device else network(mode))
     self.eval_model = build('eval')
     self.bn_model = build('train')  # for the precise BN statistics
     model = build('train')
@@ -259,16 +284,16 @@ class _Run:
     # seed notebooks, the train-mode model (each eval batch's own BN
     # statistics). Loop drops the state its evals return, so neither changes
     # the training state.
-    loop_eval_model = (build('train') if c['eval_bn'] == 'batch'
+    loop_eval_model = (build('train', 'eval') if c['eval_bn'] == 'batch'
                        else self.eval_model)
     restart = _restored_step(self.workdir)
     # A resumed session draws a fresh permutation stream (seeded by the step)
     # instead of replaying the first epoch's order.
     train_stream = data_lib.train_batches(
-        ds, c['batch_size'], preprocess=c['preprocess'],
+        ds, c['batch_size'], preprocess=host_preprocess(c),
         seed=c['seed'] * 1_000_003 + restart)
     sample_stream = data_lib.eval_sample_batches(
-        ds, c['batch_size'], preprocess=c['preprocess'], seed=c['seed'])
+        ds, c['batch_size'], preprocess=host_preprocess(c), seed=c['seed'])
     schedule = optim.piecewise_constant(c['lr'], c['lr_milestone_steps'],
                                         c['lr_decay'])
     self.schedule = schedule
@@ -395,17 +420,17 @@ class _Run:
     c = self.config
     weights, state = loop.model.weights, loop.model.state
     running = evaluate(self.eval_model, weights, state, ds, c['batch_size'],
-                       c['preprocess'])
+                       host_preprocess(c))
     n = c.get('precise_bn_batches', 0)
     if not n:
       return dict(running, bn='running'), running
     batches = data_lib.train_batches(
-        ds, c['batch_size'], preprocess=c['preprocess'],
+        ds, c['batch_size'], preprocess=host_preprocess(c),
         seed=c['seed'] * 1_000_003 + _PRECISE_BN_STREAM)
     exact = precise_bn_state(self.bn_model, weights, state, batches, n,
                              seed=c['seed'])
     test = evaluate(self.eval_model, weights, exact, ds, c['batch_size'],
-                    c['preprocess'])
+                    host_preprocess(c))
     return dict(test, bn=f'precise ({n} train batches)'), running
 
   def _history_rows(self, loop, logged, elapsed, step_times):
@@ -580,7 +605,9 @@ def load_checkpoint(workdir, mode='eval'):
   Returns:
     dict(model, weights, state, step, config): the trax model, its weights
     and state (BatchNorm running averages as trax kept them) and the
-    checkpoint's step.
+    checkpoint's step. The model is the network alone, whatever the run's
+    `augment` (`DevicePreprocess` has no weights): feed it batches with the
+    host preprocessing ``config['preprocess']``.
   """
   import trax  # pylint: disable=g-import-not-at-top
   from trax import layers as tl  # pylint: disable=g-import-not-at-top
