@@ -85,6 +85,7 @@ def make_run(model, ds, batch_size, workdir=None, recipe=None, **overrides):
   run length) so that timed chunks are pure training steps; the first step
   still runs trax's step-1 eval, which the warm-up absorbs.
   """
+  from wrn_trax import precision as precision_lib  # pylint: disable=g-import-not-at-top
   from wrn_trax import recipes  # pylint: disable=g-import-not-at-top
   from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
   big = 10**9
@@ -96,7 +97,8 @@ def make_run(model, ds, batch_size, workdir=None, recipe=None, **overrides):
   c.update(steps=steps, lr_milestone_steps=list(milestones),
            n_classes=int(ds.n_classes), image_shape=list(ds.image_shape),
            n_train=len(ds.train_labels), n_test=len(ds.test_labels),
-           n_devices=1)
+           n_devices=1,
+           precision_used=precision_lib.resolve(c['precision'], n_devices=1))
   workdir = workdir or tempfile.mkdtemp(prefix='wrn_bench_')
   return train_lib._Run(c, workdir, verbose=False)  # pylint: disable=protected-access
 
