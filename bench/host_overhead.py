@@ -20,8 +20,11 @@ Reports, in interleaved rounds:
   `_history_rows`, `optim.tree_all_finite`;
 * the variants in `VARIANTS`, each its own Loop, timed in the same rounds:
   trax's own `Trainer.one_step` (the code before the fix) against `train`'s
-  default (`train.LIGHT_STEP`: `_compat._one_step_one_device`), and a
-  jitted NaN check;
+  default (`train.LIGHT_STEP`: `_compat._one_step_one_device`), a jitted NaN
+  check, and the other `augment` (where the recipe's preprocessing does
+  something): with ``augment='device'`` the host hands over uint8 batches and
+  the crop, flip and normalisation run in the compiled step (removed here,
+  so only the host's share is timed);
 * a cProfile of one chunk (top functions by own time), with --profile.
 
 Usage::
@@ -29,6 +32,7 @@ Usage::
   python bench/host_overhead.py                       # WRN-28-10, batch 128
   python bench/host_overhead.py --model stock-WRN-22-1 --batch 64
   python bench/host_overhead.py --max-ms 5         # a regression guard
+  python bench/host_overhead.py --augment device   # main path: uint8 batches
   python bench/host_overhead.py --help
 """
 import argparse
@@ -57,6 +61,10 @@ def parse_args(argv=None):
   p.add_argument('--recipe', default=None,
                  help="default: 'seed' for stock models, else 'paper' "
                  '(standardize + crop + flip on the host)')
+  p.add_argument('--augment', choices=('host', 'device'), default='host',
+                 help="the recipe's augment for the main path (chunk sizes, "
+                 "parts, profile); the other one is timed as a variant "
+                 "(default: 'host')")
   p.add_argument('--chunks', type=int, nargs='+', default=[1, 10, 100],
                  help='loop.run(n) sizes timed (default: 1 10 100)')
   p.add_argument('--steps', type=int, default=200,
@@ -92,9 +100,9 @@ def make_noop(weights_example):
   return noop
 
 
-def noop_path(model, ds, batch, recipe):
+def noop_path(model, ds, batch, recipe, **overrides):
   """OurPath with the device step replaced by `make_noop` and evals off."""
-  path = _common.OurPath(model, ds, batch, recipe=recipe)
+  path = _common.OurPath(model, ds, batch, recipe=recipe, **overrides)
   for trainer in path.loop._trainer_per_task:  # pylint: disable=protected-access
     trainer._accelerated_update_fn = make_noop(None)  # pylint: disable=protected-access
   path.loop._eval_at = lambda step: False  # pylint: disable=protected-access
@@ -112,9 +120,10 @@ def parts(path, ds, batch, reps):
   """Seconds of each part of the host work, timed alone."""
   from wrn_trax import data as data_lib  # pylint: disable=g-import-not-at-top
   from wrn_trax import optim  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
   c = path.run.config
-  stream = data_lib.train_batches(ds, batch, preprocess=c['preprocess'],
-                                  seed=1)
+  stream = data_lib.train_batches(
+      ds, batch, preprocess=train_lib.host_preprocess(c), seed=1)
   loop = path.loop
   out = {}
   out['pipeline batch (per step)'] = _time(lambda: next(stream), reps)
@@ -158,13 +167,30 @@ def _fast_all_finite():
 
 # Each variant is a Loop built with these `wrn_trax.train` settings (plus, for
 # 'jit_all_finite', `_fast_all_finite` as the NaN check); all are timed in
-# the same rounds on loop.run(100) chunks. 'train default' is what `train`
-# does; "trax's one_step" is the code before the host-overhead fix.
+# the same rounds on loop.run(100) chunks, with the main path's `augment`.
+# 'train default' is what `train` does; "trax's one_step" is the code before
+# the host-overhead fix. `variants` adds the other `augment`.
 VARIANTS = {
     "trax's one_step": dict(LIGHT_STEP=False),
     'train default (light one_step)': dict(LIGHT_STEP=True),
     'train default + jit_all_finite': dict(LIGHT_STEP=True),
 }
+
+
+def variants(augment, preprocess):
+  """{name: (train settings, recipe overrides)} of the timed variants.
+
+  Every `VARIANTS` entry with the main path's ``augment``, and, unless the
+  preprocessing is 'raw' (nothing to move to the device), 'train default'
+  with the other one, named e.g. "train default, augment='device'".
+  """
+  out = {name: (values, dict(augment=augment))
+         for name, values in VARIANTS.items()}
+  if preprocess != 'raw':
+    other = 'device' if augment == 'host' else 'host'
+    out[f"train default, augment='{other}'"] = (dict(LIGHT_STEP=True),
+                                                dict(augment=other))
+  return out
 
 
 @contextlib.contextmanager
@@ -201,20 +227,22 @@ def main(argv=None):
   ds = _common.synthetic_dataset(n_train=max(2048, 4 * args.batch))
   recipe = args.recipe or _common.recipe_for(args.model)
   t0 = time.perf_counter()
-  path = noop_path(args.model, ds, args.batch, recipe)
+  path = noop_path(args.model, ds, args.batch, recipe, augment=args.augment)
   path.chunk(1)
   path.chunk(2)
   build_s = time.perf_counter() - t0
   variant_paths = {}
-  for name, values in VARIANTS.items():
+  timed = variants(args.augment, path.run.config['preprocess'])
+  for name, (values, overrides) in timed.items():
     with settings(**values):
-      variant_paths[name] = noop_path(args.model, ds, args.batch, recipe)
+      variant_paths[name] = noop_path(args.model, ds, args.batch, recipe,
+                                      **overrides)
     with patched(name):
       variant_paths[name].chunk(1)
       variant_paths[name].chunk(100)  # a patched NaN check compiles here
   per_step = {n: [] for n in args.chunks}
   part_rounds = []
-  fix_rounds = {f: [] for f in VARIANTS}
+  fix_rounds = {f: [] for f in timed}
   for _ in range(args.rounds):
     for n in args.chunks:
       k = max(1, args.steps // n)
@@ -227,7 +255,8 @@ def main(argv=None):
   info = _common.machine()
   print(f'machine: {info["cpu"]}, {info["nproc"]} CPUs, {info["device"]}; '
         f'{args.model}, batch {args.batch}, {recipe} recipe '
-        f'(preprocess {path.run.config["preprocess"]}); {args.rounds} rounds; '
+        f'(preprocess {path.run.config["preprocess"]}, augment '
+        f'{args.augment}); {args.rounds} rounds; '
         f'build + warm-up {build_s:.1f} s\n')
   rows = [[f'loop.run({n}) + history + NaN check', _common.fmt_spread(
       _common.spread(np.array(v) * 1e3), 3)] for n, v in per_step.items()]

@@ -101,7 +101,8 @@ def test_host_overhead_runs_small_and_its_guard_fails_above_the_bound(
   out, err = exits_with_guard_failure(host_overhead.main, argv, capsys)
   for label in ('loop.run(1) + history + NaN check',
                 'loop.run(4) + history + NaN check',
-                "trax's one_step", 'train default (light one_step)'):
+                "trax's one_step", 'train default (light one_step)',
+                "train default, augment='device'"):
     assert float(table_cells(out, label)[1].split()[0]) > 0
   assert re.search(r'WRN-10-1 batch 8: [\d.]+ ms per step in loop.run\(4\) '
                    r'chunks > 1e-06 ms', err)
