@@ -10,6 +10,7 @@ import argparse
 import ast
 import functools
 import json
+import os
 import sys
 import warnings
 
@@ -35,7 +36,8 @@ def _value(text):
 # Arguments of train/sweep that have their own option, not a --set.
 _OPTIONS = ('model', 'dataset', 'recipe', 'workdir', 'seed', 'data_dir',
             'verbose', 'root', 'executor', 'address', 'seeds', 'family',
-            'widen_factors', 'depths', 'blocks', 'dropouts')
+            'widen_factors', 'depths', 'blocks', 'dropouts',
+            'gpus_per_member')
 
 
 def _overrides(pairs):
@@ -161,6 +163,11 @@ def parser():
   p.add_argument('--root', default='runs')
   p.add_argument('--executor', default='local', help='local or ray')
   p.add_argument('--address', default=None, help='Ray cluster address')
+  p.add_argument('--gpus-per-member', type=float, default=None,
+                 help='with --executor ray: the GPUs each member asks Ray '
+                 'for, e.g. 0.25 (four members per GPU, each capped at '
+                 '0.9 x 0.25 of its memory) or 2 (default: one GPU each '
+                 'where there are GPUs)')
   _common(p)
 
   p = sub.add_parser('report', formatter_class=fmt, epilog=_EPILOG['report'],
@@ -251,6 +258,10 @@ def _dispatch(args):
     print(json.dumps(summary, indent=2))
   elif args.command == 'sweep':
     steps, overrides = _recipe_args(args)
+    if args.gpus_per_member is not None:
+      # This process only drives the members; its jax (imported with the
+      # sweep) must not preallocate 75% of the GPUs they share.
+      os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     from wrn_trax import sweep  # pylint: disable=g-import-not-at-top
     frame = sweep.sweep(
@@ -259,7 +270,8 @@ def _dispatch(args):
         family=args.family, dataset=args.dataset, recipe=args.recipe,
         steps=steps, root=args.root, executor=args.executor,
         address=args.address, data_dir=args.data_dir,
-        verbose=not args.quiet, **overrides)
+        verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
+        **overrides)
     print(report.format_table(report.summarize(frame)))
     _report_failed_members(frame)
   elif args.command == 'report':

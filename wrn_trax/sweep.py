@@ -4,11 +4,15 @@ Every member is an ordinary `wrn_trax.train` run in its own folder under
 `root`, named from its config, so rerunning a sweep skips finished members,
 resumes partial ones from their last checkpoint and runs the rest. Members run
 one after another (`executor='local'`) or as Ray tasks, one accelerator each
-(`executor='ray'`).
+(`executor='ray'`), or a share of one (`gpus_per_member=0.25`: four members
+per GPU, each with its share of the GPU's memory).
 """
 import itertools
+import math
+import numbers
 import os
 import time
+import warnings
 
 import pandas as pd
 
@@ -23,6 +27,13 @@ EXECUTORS = ('local', 'ray')
 FAMILIES = _names.FAMILIES
 member_models = _names.member_models
 _nonempty = _names.nonempty
+
+# A member given a share g < 1 of a GPU may use MEMORY_HEADROOM * g of the
+# GPU's memory (XLA_PYTHON_CLIENT_MEM_FRACTION, see `member_env_vars`): 0.225
+# for g = 0.25. The rest is room for what lies outside each process's XLA
+# pool: a CUDA context and the cuDNN/cuBLAS handles, a few hundred MB per
+# process.
+MEMORY_HEADROOM = 0.9
 
 
 def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
@@ -62,7 +73,7 @@ def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
 def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
           seeds=(0,), family='stock', dataset='cifar10', recipe='seed',
           steps=None, root='runs', executor='local', address=None,
-          data_dir=None, verbose=True, **overrides):
+          data_dir=None, verbose=True, gpus_per_member=None, **overrides):
   """Trains every member of a grid and returns one row per run.
 
   The defaults are the seed study (stock trax WideResnet, k = 1..4, the seed
@@ -84,6 +95,13 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
       (e.g. 'auto' or 'ray://head:10001'); None starts a local one.
     data_dir: where the data set lies.
     verbose: print progress and each member's log.
+    gpus_per_member: with executor='ray', the GPUs each member asks Ray for:
+      a share 0 < g <= 1 of one GPU (0.25: four members per GPU) or a whole
+      number of GPUs. A member with a share g < 1 also asks for g of a CPU
+      (so that a Colab's two vCPUs do not cap it at two members) and may
+      use `MEMORY_HEADROOM` * g of the GPU's memory (`member_env_vars`).
+      None (the default): one GPU each where the cluster has GPUs, else one
+      CPU each.
     **overrides: recipe fields for every member (batch_size, lr, ...).
 
   Returns:
@@ -93,6 +111,7 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   """
   if executor not in EXECUTORS:
     raise ValueError(f'unknown executor {executor!r}; choose one of {EXECUTORS}')
+  gpus_per_member = check_gpus_per_member(gpus_per_member, executor)
   if executor == 'ray':
     _require_ray()
   members = plan(widen_factors, depths, blocks, dropouts, seeds, family,
@@ -101,7 +120,7 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   if executor == 'local':
     summaries = _run_local(members, verbose)
   else:
-    summaries = _run_ray(members, address, verbose)
+    summaries = _run_ray(members, address, verbose, gpus_per_member)
   frame = members_frame(members, summaries)
   _write_csv(frame, os.path.join(root, 'sweep.csv'))
   return frame
@@ -164,8 +183,110 @@ def _require_ray():
                       "(or pip install 'ray>=2.9')") from e
 
 
-def _run_ray(members, address, verbose):
-  """Runs members as Ray tasks, one accelerator each where there are any."""
+def check_gpus_per_member(gpus_per_member, executor):
+  """`sweep`'s gpus_per_member, checked: None, a float in (0, 1] or an int.
+
+  Raises ValueError for anything else (0, a negative number, 1.5, a string,
+  a bool) and for a value given with an executor other than 'ray'.
+  """
+  g = gpus_per_member
+  if g is None:
+    return None
+  if (isinstance(g, bool) or not isinstance(g, numbers.Real) or
+      not math.isfinite(g) or g <= 0 or (g > 1 and g != int(g))):
+    raise ValueError(
+        f'gpus_per_member must be a share of one GPU (0 < g <= 1, e.g. 0.25 '
+        f'for four members per GPU) or a whole number of GPUs, got {g!r}')
+  if executor != 'ray':
+    raise ValueError(
+        f"gpus_per_member needs executor='ray', not {executor!r} (the local "
+        'executor trains one member at a time on all the devices it sees)')
+  return float(g) if g < 1 else int(g)
+
+
+def member_env_vars(gpus_per_member):
+  """The environment variables a Ray member process starts with.
+
+  Ray's GPU shares are bookkeeping only: four tasks of 0.25 GPU share one
+  GPU with nothing keeping each to a quarter of it. jax, left alone,
+  preallocates 75% of the memory of the GPU it sees, so the second member
+  on a GPU would find too little memory. A member given a share g < 1
+  therefore gets XLA_PYTHON_CLIENT_MEM_FRACTION = `MEMORY_HEADROOM` * g
+  (0.225 for g = 0.25), a cap on its XLA memory pool that holds whether the
+  pool is preallocated (jax's default) or grown on demand.
+
+  XLA_PYTHON_CLIENT_PREALLOCATE=false alone would not do: it lifts no cap
+  (each member could still grow to 75% of the GPU), and XLA's allocator
+  keeps what it has grown to, so one member's peak would take memory
+  another member needs and make that member fail at some later step,
+  depending on the others' timing. With the cap each member has a fixed
+  budget: one that needs more than its share runs out of memory in its own
+  process, whatever its neighbours do, and a preallocated pool costs no
+  allocation time after the start.
+
+  The variables are set through Ray's runtime_env, so Ray starts the member's
+  worker process with them, before anything (jax included) is imported
+  there; jax reads them when it creates its GPU client. Ray sets
+  CUDA_VISIBLE_DEVICES for the task itself.
+
+  Args:
+    gpus_per_member: a share checked by `check_gpus_per_member`, or None.
+
+  Returns:
+    A dict of str to str; empty for None and for whole GPUs (a member that
+    has its GPUs to itself keeps jax's defaults, as without the option).
+  """
+  if gpus_per_member is None or gpus_per_member >= 1:
+    return {}
+  fraction = MEMORY_HEADROOM * gpus_per_member
+  return {'XLA_PYTHON_CLIENT_MEM_FRACTION': f'{fraction:.4g}'}
+
+
+def _largest_node_gpus(nodes):
+  """The most GPUs one alive node of `ray.nodes()` has (a task's limit)."""
+  return max([n.get('Resources', {}).get('GPU', 0) for n in nodes
+              if n.get('Alive', True)] or [0])
+
+
+def _warn_if_this_process_holds_gpus():
+  """Warns where this process's jax may hold most of a GPU's memory.
+
+  Importing `wrn_trax.sweep` imports jax (trax needs it), and on a GPU
+  machine jax then preallocates 75% of every GPU's memory in this process,
+  the driver, unless XLA_PYTHON_CLIENT_PREALLOCATE is false here. Members
+  sharing those GPUs would not fit beside it.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE', '').lower() in (
+      'false', '0'):
+    return
+  if any(d.platform != 'cpu' for d in jax.local_devices()):
+    warnings.warn(
+        'this process (the sweep driver) sees a GPU and jax may have '
+        'preallocated 75% of its memory here, which members sharing it '
+        'would lack; set XLA_PYTHON_CLIENT_PREALLOCATE=false before '
+        'importing wrn_trax.sweep (in a notebook: %env '
+        'XLA_PYTHON_CLIENT_PREALLOCATE=false in its first cell), or run '
+        '`wrn-trax sweep --gpus-per-member ...`, which does so')
+
+
+def _ray_options(gpus_per_member, n_gpus):
+  """The Ray resources and runtime_env of a member task."""
+  if gpus_per_member is None:  # as before the option: one GPU or one CPU
+    return dict(num_gpus=1 if n_gpus else 0, num_cpus=1)
+  options = dict(num_gpus=gpus_per_member, num_cpus=min(1, gpus_per_member))
+  env_vars = member_env_vars(gpus_per_member)
+  if env_vars:
+    options['runtime_env'] = {'env_vars': env_vars}
+  return options
+
+
+def _run_ray(members, address, verbose, gpus_per_member=None):
+  """Runs members as Ray tasks, one accelerator (or share) each.
+
+  Without `gpus_per_member`, one GPU each where there are any, else one CPU
+  each; with it, see `sweep`.
+  """
   import ray  # pylint: disable=g-import-not-at-top
   started = not ray.is_initialized()
   if started:
@@ -173,13 +294,23 @@ def _run_ray(members, address, verbose):
              log_to_driver=verbose, configure_logging=False)
   try:
     n_gpus = int(ray.cluster_resources().get('GPU', 0))
-    remote = ray.remote(num_gpus=1 if n_gpus else 0, num_cpus=1,
-                        max_retries=0)(_run_member_abs)
+    if gpus_per_member is not None:
+      largest = _largest_node_gpus(ray.nodes())
+      if largest < gpus_per_member:
+        raise ValueError(
+            f'gpus_per_member={gpus_per_member} but no node of the Ray '
+            f'cluster has that many GPUs (the most on one node: {largest:g})')
+      if gpus_per_member < 1:
+        _warn_if_this_process_holds_gpus()
+    options = _ray_options(gpus_per_member, n_gpus)
+    remote = ray.remote(max_retries=0, **options)(_run_member_abs)
     cwd = os.getcwd()
     refs = [remote.remote(cwd, kwargs, False) for _, kwargs in members]
     if verbose:
+      share = ('' if gpus_per_member is None else
+               f', {gpus_per_member:g} GPU per member')
       print(f'== sweep: {len(refs)} members on Ray '
-            f'({n_gpus} GPUs in the cluster)', flush=True)
+            f'({n_gpus} GPUs in the cluster{share})', flush=True)
     summaries = []
     for i, ref in enumerate(refs):
       summaries.append(ray.get(ref))
