@@ -161,6 +161,24 @@ def test_a_share_no_node_has_is_an_error_not_a_hang(tmp_path, one_gpu_ray):
       dict(Alive=True, Resources=dict(GPU=2.0)), dict(Alive=True)]) == 2
 
 
+@pytest.mark.slow
+def test_two_real_members_train_on_half_a_gpu_each(tmp_path, one_gpu_ray):
+  """The members' own code (not the stub) under a share: both train, at once."""
+  del one_gpu_ray
+  root = str(tmp_path / 'runs')
+  frame = wrn_trax.sweep(root=root, executor='ray', gpus_per_member=0.5,
+                         verbose=False, **dict(
+                             GRID, widen_factors=[1, 2], eval_every=2,
+                             checkpoint_every=2))
+  assert list(frame['status']) == ['done', 'done'], list(frame['reason'])
+  assert (frame['eval_examples'] == 360).all()
+  spans = [(os.path.getmtime(os.path.join(root, run, 'config.json')),
+            os.path.getmtime(os.path.join(root, run, 'summary.json')))
+           for run in frame['run']]
+  (s0, e0), (s1, e1) = spans
+  assert s0 < e1 and s1 < e0
+
+
 @pytest.mark.parametrize('value, expected', [
     (0.25, 0.25), (0.5, 0.5), (1, 1), (1.0, 1), (2, 2), (4.0, 4), (None, None)])
 def test_good_shares(value, expected):
