@@ -11,6 +11,7 @@ _TWO_DEVICES = """
 import os, sys
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
 import jax, wrn_trax
+wrn_trax._compat.ensure_trax()  # the jax shims, as train() installs them
 assert jax.local_device_count() == 2
 x = jax.device_put_replicated(jax.numpy.arange(3.0), jax.local_devices())
 assert x.shape == (2, 3) and len(x.sharding.device_set) == 2
