@@ -411,7 +411,7 @@ def summarize(runs, by=None, paper=None):
   """
   # A sweep whose members all failed before training (e.g. an unreadable
   # file in each folder) has summaries without params, flops, timings.
-  missing = [f for f in _NUMERIC_SUMMARY + ('error_pct',)
+  missing = [f for f in _NUMERIC_SUMMARY + ('error_pct', 'error_pct_running_bn')
              if f not in runs.columns]
   if missing:
     runs = runs.assign(**{f: np.nan for f in missing})
@@ -433,8 +433,7 @@ def summarize(runs, by=None, paper=None):
         'error_pct_min': errors.min() if len(errors) else np.nan,
         'error_pct_max': errors.max() if len(errors) else np.nan,
         'running_bn_error_pct': pd.to_numeric(
-            done.get('error_pct_running_bn', pd.Series(dtype=float)),
-            errors='coerce').median(),
+            done['error_pct_running_bn'], errors='coerce').median(),
         'n_done': int((status == 'done').sum()),
         'n_diverged': int((status == 'diverged').sum()),
         'n_failed': int((status == 'failed').sum()),
