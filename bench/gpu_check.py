@@ -309,7 +309,10 @@ def check_placement(rec, cfg, ctx):
   mark4 = compiles.mark()
   target = sorted(str(d) for d in jax.local_devices()[:n])
   where = dict(weights=_leaf_devices(model.weights),
-               slots=_leaf_devices(trainer.slots),
+               # The copy the step reads (replicated over the devices);
+               # `trainer.slots` is trax's unreplicated copy for checkpoints,
+               # on the first device only when n > 1 (jax <= 0.9 at least).
+               slots=_leaf_devices(trainer._slots),  # pylint: disable=protected-access
                state=_leaf_devices(model.state),
                step_outputs=seen.get('outputs'))
   rec.update(model=cfg['model'], batch=batch, n_devices=n, steps=loop.step,

@@ -231,8 +231,10 @@ def test_gpu_check_runs_quick_on_the_cpu(cpu_env, tmp_path):
     assert items[name]['status'] == 'ok', (name, items[name]['summary'])
   assert record['hard_failures'] == []
   placement = items['placement']
-  # weights, slots, state and the step's outputs, on both devices
-  assert all(devices == ['cpu:0', 'cpu:1']
+  # weights, slots, state and the step's outputs, on both devices (jax names
+  # them 'cpu:0' from 0.9 on, 'TFRT_CPU_0' before)
+  assert len(placement['devices']) == 2, placement['devices']
+  assert all(devices == placement['devices']
              for devices in placement['where'].values()), placement['where']
   assert placement['train_step_compiles'][0]
   assert not any(placement['train_step_compiles'][1:])
