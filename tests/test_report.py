@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -251,10 +252,71 @@ def test_summarize_paper_column_only_for_paper_networks_on_cifar(summary):
 
 def test_summarize_paper_fractions_and_cifar100(runs):
   c100 = runs.assign(dataset='cifar100')
-  paper = PAPER.assign(paper_cifar100_error=PAPER['paper_cifar100_error'] / 100)
-  out = report.summarize(c100, paper=paper)
+  paper = PAPER.assign(paper_cifar10_error=PAPER['paper_cifar10_error'] / 100,
+                       paper_cifar100_error=PAPER['paper_cifar100_error'] / 100)
+  out = report.summarize(c100, paper=paper, paper_unit='fraction')
   assert out.dropna(subset=['paper_error_pct'])['paper_error_pct'].tolist() == (
       pytest.approx([24.03]))  # WRN-16-4, in percent; not the stock net.
+  # The unit is what the caller says, never guessed: read as percent, the
+  # same fractions are tiny percentages.
+  out = report.summarize(c100, paper=paper)
+  assert out.dropna(subset=['paper_error_pct'])['paper_error_pct'].tolist() == (
+      pytest.approx([0.2403]))
+
+
+def test_summarize_paper_sub_one_percent_figures_stay_percent(runs):
+  # A table of sub-1 % errors (all <= 1) is still percent: 0.5 % is 0.5.
+  paper = PAPER.assign(paper_cifar10_error=[0.9, 0.5, 0.4, 0.3])
+  out = report.summarize(runs, paper=paper)
+  assert out.dropna(subset=['paper_error_pct'])['paper_error_pct'].tolist() == (
+      pytest.approx([0.5]))
+  assert re.search(r'\|\s+0\.50\s+\|', report.format_table(out))
+
+
+def test_summarize_paper_unit_is_checked(runs):
+  with pytest.raises(ValueError, match="paper_unit must be one of"):
+    report.summarize(runs, paper=PAPER, paper_unit='pct')
+  # Percent figures (5.02) cannot be fractions.
+  with pytest.raises(ValueError, match=r"'paper_cifar10_error'.*fraction"):
+    report.summarize(runs, paper=PAPER, paper_unit='fraction')
+  paper = PAPER.assign(paper_cifar10_error=[9.99, 5.02, 4.27, 400.0])
+  with pytest.raises(ValueError, match=r'outside \[0, 100\]'):
+    report.summarize(runs, paper=paper)
+
+
+def test_sub_one_percent_error_is_reported_in_percent(tmp_path):
+  """test_error 0.004 (a fraction) is 0.40 %, not 40 % nor 0.004 %."""
+  root = tmp_path / 'runs'
+  for seed in range(2):
+    name = f'wrn-16-8-s{seed}'
+    _write_run(root, name, _config(name, 8, seed), _metrics(0.004),
+               dict(_summary(8, 0.004), test_error_running_bn=0.006))
+  runs = report.load_runs(root)
+  assert runs['error_pct'].tolist() == pytest.approx([0.4, 0.4])
+  assert runs['error_pct_running_bn'].tolist() == pytest.approx([0.6, 0.6])
+  table = report.summarize(runs, paper=False)
+  assert table['error_pct_median'].tolist() == pytest.approx([0.4])
+  assert table['running_bn_error_pct'].tolist() == pytest.approx([0.6])
+  lines = report.format_table(table).splitlines()
+  header = [c.strip() for c in lines[0].strip('|').split('|')]
+  row = dict(zip(header, (c.strip() for c in lines[2].strip('|').split('|'))))
+  assert (row['error_pct_median'], row['running_bn_error_pct']) == (
+      '0.40', '0.60')
+  ax = report.plot_error_vs_k(runs).axes[0]
+  assert list(ax.lines[0].get_ydata()) == pytest.approx([0.4])
+  written = report.write_report(root, out=tmp_path / 'out', paper=False)
+  assert re.search(r'\|\s+0\.40\s+\|',
+                   pathlib.Path(written['summary.md']).read_text())
+
+
+def test_test_error_outside_zero_one_warns(tmp_path):
+  # 40 is not a fraction: the contract is broken, so say so (naming the run)
+  # rather than guess that it meant 40 %.
+  _write_run(tmp_path, 'bad', _config('bad', 1, 0), _metrics(0.4),
+             _summary(1, 40.0))
+  with pytest.warns(UserWarning, match=r'test_error is a fraction.*bad'):
+    runs = report.load_runs(tmp_path)
+  assert runs['error_pct'].tolist() == [4000.0]
 
 
 def test_summarize_paper_matches_architecture_not_dropout(runs):
@@ -316,14 +378,36 @@ def test_markdown_table_escapes_pipes():
 
 
 def test_plot_curves_one_line_per_run(curves, runs):
-  fig = report.plot_curves(curves, runs, metric='error', split='eval')
+  fig = report.plot_curves(curves, runs, metric='error', split='eval',
+                           per_run=True)
   ax = fig.axes[0]
   assert len(ax.lines) == 12
+  assert not ax.collections  # No bands per run.
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert len(set(labels)) == 12
   assert 'k=4, seed=0' not in labels  # Data set and family differ too.
   assert any('dataset=digits' in label for label in labels)
-  # Error is plotted in percent.
-  assert ax.lines[0].get_ydata().max() > 1
+  # Error is plotted in percent: run wrn-16-3-s1 ends at 0.10 -> 10 %.
+  line = [l for l, label in zip(ax.lines, labels)
+          if label == 'family=paper, depth=16, k=3, dataset=cifar10, seed=1']
+  assert len(line) == 1
+  assert list(line[0].get_xdata()) == [25, 50, 75, 100]
+  assert list(line[0].get_ydata()) == pytest.approx(
+      [100 * (0.10 + 0.5 * (1 - s / STEPS)) for s in (25, 50, 75, 100)])
+  # The old keyword still works.
+  old = report.plot_curves(curves, runs, aggregate=False).axes[0]
+  assert len(old.lines) == 12
+
+
+def test_plot_curves_default_one_line_per_configuration(curves, runs):
+  ax = report.plot_curves(curves, runs, metric='error', split='eval').axes[0]
+  # 4 k on cifar10 + stock + digits; k=2 and k=4 have 3 runs each (one
+  # diverged, one killed), k=1 and k=3 two: a band each; stock, digits none.
+  assert len(ax.lines) == 6
+  assert len(ax.collections) == 4
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert not any('seed' in label for label in labels)
+  assert 'median over seeds' in ax.get_ylabel()
 
 
 def test_plot_curves_legend_names_only_what_differs(curves, runs):
@@ -416,17 +500,29 @@ def test_write_report_overwrites_and_skips_empty_plots(tmp_path):
   assert 'Runs not done' in pathlib.Path(second['README.md']).read_text()
 
 
-def test_report_module_imports_no_framework():
-  """report.py alone pulls in neither trax, jax nor TensorFlow."""
+def test_report_package_imports_no_framework_nor_matplotlib():
+  """The report package pulls in no trax, jax, TensorFlow or matplotlib."""
   code = (
-      'import importlib.util, sys\n'
-      f'spec = importlib.util.spec_from_file_location("r", {report.__file__!r})\n'
-      'module = importlib.util.module_from_spec(spec)\n'
-      'spec.loader.exec_module(module)\n'
-      'heavy = [m for m in ("trax", "jax", "tensorflow", "matplotlib.pyplot")\n'
-      '         if m in sys.modules]\n'
+      'import sys\n'
+      'import wrn_trax.report\n'
+      'from wrn_trax.report import io, analysis, plots, write\n'
+      'heavy = sorted(m for m in sys.modules if m.split(".")[0] in\n'
+      '               ("trax", "jax", "tensorflow", "matplotlib"))\n'
       'assert not heavy, heavy\n')
-  subprocess.run([sys.executable, '-c', code], check=True)
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                     text=True, check=False)
+  assert r.returncode == 0, r.stderr
+
+
+def test_report_package_reexports_public_names():
+  for module in (report.io, report.analysis, report.plots, report.write):
+    for name in dir(module):
+      obj = getattr(module, name)
+      if (not name.startswith('_') and callable(obj)
+          and getattr(obj, '__module__', '') == module.__name__):
+        assert getattr(report, name) is obj, name
+  for name in report.__all__:
+    assert hasattr(report, name), name
 
 
 def test_running_bn_error_beside_the_headline_and_eval_bn_label(tmp_path):
@@ -452,3 +548,67 @@ def test_running_bn_error_beside_the_headline_and_eval_bn_label(tmp_path):
   # Runs made before the field existed read as NaN, not as an error.
   assert np.isnan(report.summarize(report.load_runs(
       make_runs(tmp_path / 'old')), paper=False)['running_bn_error_pct']).all()
+
+
+def test_curve_stats_and_band_match_numpy_over_three_seeds(tmp_path):
+  """Median line and min-max band of 3 seeds of one config, against numpy."""
+  rng = np.random.default_rng(0)
+  steps = [10, 20, 30, 40]
+  errors = rng.uniform(0.05, 0.9, size=(3, len(steps)))
+  for seed in range(3):
+    name = f'wrn-16-2-s{seed}'
+    metrics = [{'step': s, 'split': 'eval', 'loss': 1.0, 'accuracy': 1 - e}
+               for s, e in zip(steps, errors[seed])]
+    if seed == 2:  # Killed early: the last step has two runs only.
+      metrics = metrics[:-1]
+    _write_run(tmp_path, name, _config(name, 2, seed), metrics,
+               None if seed == 2 else _summary(2, float(errors[seed, -1])))
+  runs, curves = report.load_runs(tmp_path), report.load_curves(tmp_path)
+
+  stats = report.curve_stats(curves, runs, 'error', 'eval')
+  assert stats['line'].unique().tolist() == [0]
+  assert stats['step'].tolist() == steps
+  assert 'seed' not in stats.columns and stats['widen_factor'].eq(2).all()
+  assert stats['n_runs'].tolist() == [3, 3, 3, 2]
+  expected = [errors[:, :3], errors[:2, 3:]]
+  median = np.concatenate([np.median(e, axis=0) for e in expected])
+  low = np.concatenate([np.min(e, axis=0) for e in expected])
+  high = np.concatenate([np.max(e, axis=0) for e in expected])
+  np.testing.assert_allclose(stats['median'], median, rtol=1e-12)
+  np.testing.assert_allclose(stats['min'], low, rtol=1e-12)
+  np.testing.assert_allclose(stats['max'], high, rtol=1e-12)
+
+  ax = report.plot_curves(curves, runs).axes[0]
+  assert len(ax.lines) == 1 and len(ax.collections) == 1
+  np.testing.assert_allclose(ax.lines[0].get_xdata(), steps)
+  np.testing.assert_allclose(ax.lines[0].get_ydata(), 100 * median)
+  # The band's polygon runs along the max and back along the min (percent).
+  vertices = ax.collections[0].get_paths()[0].vertices
+  for x, lo, hi in zip(steps, 100 * low, 100 * high):
+    ys = vertices[np.isclose(vertices[:, 0], x), 1]
+    assert ys.min() == pytest.approx(lo) and ys.max() == pytest.approx(hi)
+  from matplotlib import colors
+  np.testing.assert_allclose(colors.to_rgb(ax.lines[0].get_color()),
+                             ax.collections[0].get_facecolor()[0][:3])
+  # per_run=True: one line per seed, the data as logged (in percent).
+  per_run = report.curve_stats(curves, runs, 'error', 'eval', per_run=True)
+  assert per_run['line'].nunique() == 3
+  assert (per_run['median'] == per_run['min']).all()
+  ax = report.plot_curves(curves, runs, per_run=True).axes[0]
+  assert len(ax.lines) == 3 and not ax.collections
+  np.testing.assert_allclose(ax.lines[0].get_ydata(), 100 * errors[0])
+
+
+def test_curve_stats_splits_configs_on_any_config_column(tmp_path):
+  # Seeds agree on everything but the seed; a different lr is another line.
+  for seed, lr in [(0, 0.1), (1, 0.1), (0, 0.05)]:
+    name = f'r-lr{lr}-s{seed}'
+    _write_run(tmp_path, name, _config(name, 2, seed, lr=lr), _metrics(0.2),
+               _summary(2, 0.2))
+  runs, curves = report.load_runs(tmp_path), report.load_curves(tmp_path)
+  stats = report.curve_stats(curves, runs, 'loss', 'train')
+  assert sorted(stats.groupby('line')['lr'].first()) == [0.05, 0.1]
+  assert sorted(stats.groupby('line')['n_runs'].max()) == [1, 2]
+  ax = report.plot_curves(curves, runs, 'loss', 'train').axes[0]
+  labels = sorted(t.get_text() for t in ax.get_legend().get_texts())
+  assert labels == ['lr=0.05', 'lr=0.1']

@@ -1,0 +1,244 @@
+"""Reading run folders into frames (`load_runs`, `load_curves`).
+
+Run folder contract (written by training)::
+
+  <root>/<run>/config.json    # once, at start
+  <root>/<run>/metrics.jsonl  # one JSON object per logged step, appended
+  <root>/<run>/summary.json   # at the end; absent while running or if killed
+
+Units are fixed by the contract, never guessed: summary.json's `test_error`
+and `test_error_running_bn` and metrics.jsonl's `accuracy` are fractions in
+[0, 1]. `load_runs` adds `error_pct` = 100 * test_error (percent), and
+`load_curves` adds `error` = 1 - accuracy (a fraction).
+
+Imports pandas, numpy and `wrn_trax.runio` only: no trax, jax, TensorFlow or
+matplotlib.
+"""
+import json
+import pathlib
+import warnings
+
+import pandas as pd
+
+from wrn_trax import runio
+
+# Columns that define a configuration: runs that agree on all of these are
+# seeds of one configuration (Zagoruyko & Komodakis report the median of 5).
+CONFIG_KEYS = ('family', 'model', 'depth', 'widen_factor', 'block', 'dropout',
+               'dataset', 'recipe', 'steps')
+
+# Fields of summary.json, and columns load_runs derives; everything else in a
+# run row came from config.json.
+SUMMARY_FIELDS = (
+    'status', 'reason', 'step', 'steps', 'test_error', 'test_loss', 'test_bn',
+    'test_error_running_bn', 'test_loss_running_bn', 'eval_examples',
+    'best_eval_error', 'best_eval_step', 'params', 'flops',
+    'wall_seconds', 'median_step_seconds', 'images_per_s', 'peak_host_mb',
+    'peak_device_mb')
+_DERIVED = ('run', 'error_pct', 'error_pct_running_bn', 'path')
+_NUMERIC_SUMMARY = tuple(f for f in SUMMARY_FIELDS
+                         if f not in ('status', 'reason', 'test_bn'))
+# Summary fields that are fractions by the contract, and the percent columns
+# load_runs derives from them.
+_FRACTION_TO_PCT = {'test_error': 'error_pct',
+                    'test_error_running_bn': 'error_pct_running_bn'}
+# Config fields that identify a run rather than configure it.
+_BOOKKEEPING = ('run_name', 'versions')
+
+# Sort order of run rows: configuration first, then seed, then folder name.
+_SORT_KEYS = CONFIG_KEYS + ('seed', 'run')
+
+_HOW_TO_MAKE_RUNS = ('make runs with `wrn_trax.sweep(...)` in Python or '
+                     '`wrn-trax sweep` on the command line')
+
+
+def _run_dirs(root):
+  """Sorted run folders (those with a config.json) under `root`, or raises."""
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise FileNotFoundError(
+        f'No run folder root at {str(root)!r}: {_HOW_TO_MAKE_RUNS}, '
+        'which write <root>/<run>/config.json, metrics.jsonl and summary.json.')
+  dirs = sorted(p for p in root.iterdir()
+                if p.is_dir() and (p / 'config.json').is_file())
+  if not dirs:
+    raise FileNotFoundError(
+        f'No runs under {str(root)!r} (no <run>/config.json found): '
+        f'{_HOW_TO_MAKE_RUNS}.')
+  return dirs
+
+
+def _flatten(record, prefix=''):
+  """Flattens nested dicts to dotted keys; lists become hashable tuples."""
+  flat = {}
+  for key, value in record.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(_flatten(value, prefix=f'{name}.'))
+    elif isinstance(value, list):
+      flat[name] = tuple(value)
+    else:
+      flat[name] = value
+  return flat
+
+
+def _read_jsonl(path):
+  """Parsed lines of a JSON-lines file; skips a line cut short by a kill.
+
+  Training appends one line per logged step, so a process killed mid-write
+  leaves a truncated last line. That line is dropped silently; an unparsable
+  line elsewhere is dropped with a warning.
+  """
+  if not path.is_file():
+    return []
+  lines = path.read_text(encoding='utf-8', errors='replace').splitlines()
+  while lines and not lines[-1].strip():
+    lines.pop()
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i != len(lines) - 1:
+        warnings.warn(f'{path}: skipping unparsable line {i + 1}')
+  return records
+
+
+def _read_json(path):
+  """The object of config.json or summary.json (runio: no trax).
+
+  Raises runio.CorruptFileError, naming the file, for anything else.
+  """
+  return runio.read_json_object(path)
+
+
+def _fraction_to_pct(values, what, names=None):
+  """100 * `values`, which the contract says are fractions in [0, 1].
+
+  Nothing is guessed from the magnitude: a value outside [0, 1] is still
+  scaled, with a warning naming it (and the run, given `names`), since it
+  breaks the contract rather than being percent already.
+  """
+  values = pd.to_numeric(values, errors='coerce').astype(float)
+  bad = values.notna() & ((values < 0.0) | (values > 1.0))
+  if bad.any():
+    where = (list(names[bad]) if names is not None
+             else list(values[bad].index))
+    warnings.warn(f'{what} is a fraction in [0, 1] by the run folder '
+                  f'contract; got {values[bad].tolist()} ({where}); reported '
+                  'as 100x that in percent')
+  return 100.0 * values
+
+
+def load_runs(root):
+  """One row per run folder under `root`: config + summary columns.
+
+  Args:
+    root: folder holding one sub-folder per run.
+
+  Returns:
+    DataFrame with every config.json field (nested ones dotted, e.g.
+    `versions.trax`), every summary.json field, `run` (the folder name),
+    `error_pct` (100 * test_error: summary.json's errors are fractions,
+    `error_pct` is percent; likewise `error_pct_running_bn`) and `path`. A
+    folder without summary.json gets status 'incomplete' and the last logged
+    step. Rows are sorted stably by configuration, seed and run name.
+
+  Raises:
+    FileNotFoundError: `root` is missing or holds no run folders.
+  """
+  rows = []
+  for run_dir in _run_dirs(root):
+    try:
+      config = _read_json(run_dir / 'config.json')
+    except (OSError, runio.CorruptFileError) as e:
+      warnings.warn(f'skipping the run in {run_dir}: {e}')
+      continue
+    row = _flatten(config)
+    summary_path = run_dir / 'summary.json'
+    summary = None
+    reason = 'no summary.json'
+    if summary_path.is_file():
+      try:
+        summary = _read_json(summary_path)
+      except (OSError, runio.CorruptFileError) as e:
+        warnings.warn(f'{e} (the run in {run_dir} is reported as incomplete)')
+        reason = 'unreadable summary.json'
+    if summary is None:
+      steps = [r['step'] for r in _read_jsonl(run_dir / 'metrics.jsonl')
+               if isinstance(r, dict) and r.get('step') is not None]
+      summary = {'status': 'incomplete', 'reason': reason,
+                 'step': max(steps) if steps else None}
+    row.update(_flatten(summary))
+    row['run'] = run_dir.name
+    row['path'] = str(run_dir)
+    rows.append(row)
+  if not rows:
+    raise FileNotFoundError(
+        f'No readable runs under {str(root)!r}: {_HOW_TO_MAKE_RUNS}.')
+  runs = pd.DataFrame(rows)
+  for field in SUMMARY_FIELDS:
+    if field not in runs.columns:
+      runs[field] = None
+  for field in _NUMERIC_SUMMARY:
+    runs[field] = pd.to_numeric(runs[field], errors='coerce')
+  for field, pct in _FRACTION_TO_PCT.items():
+    runs[pct] = _fraction_to_pct(runs[field], f'summary.json {field}',
+                                 runs['run'])
+  keys = [k for k in _SORT_KEYS if k in runs.columns]
+  runs = runs.sort_values(keys, kind='stable', na_position='last')
+  first = ['run', 'status'] + [k for k in CONFIG_KEYS if k in runs.columns]
+  first += ['seed'] if 'seed' in runs.columns else []
+  first += ['error_pct']
+  rest = [c for c in runs.columns if c not in first]
+  return runs[first + rest].reset_index(drop=True)
+
+
+def load_curves(root):
+  """Every logged metric of every run under `root`, in long form.
+
+  Args:
+    root: folder holding one sub-folder per run.
+
+  Returns:
+    DataFrame with columns run, step, split, metric, value. Metrics are the
+    numeric fields of metrics.jsonl (loss, accuracy, lr, seconds,
+    images_per_s, ...) plus `error` = 1 - accuracy (a fraction, like
+    summary.json's test_error). Null values (e.g. lr of eval rows) are dropped.
+
+  Raises:
+    FileNotFoundError: `root` is missing or holds no run folders.
+  """
+  frames = []
+  for run_dir in _run_dirs(root):
+    records = [r for r in _read_jsonl(run_dir / 'metrics.jsonl')
+               if isinstance(r, dict)]
+    if records:
+      frame = pd.DataFrame.from_records(records)
+      frame.insert(0, 'run', run_dir.name)
+      frames.append(frame)
+  columns = ['run', 'step', 'split', 'metric', 'value']
+  if not frames:
+    return pd.DataFrame(columns=columns)
+  wide = pd.concat(frames, ignore_index=True)
+  if 'split' not in wide.columns:
+    wide['split'] = 'train'
+  if 'accuracy' in wide.columns:
+    accuracy = pd.to_numeric(wide['accuracy'], errors='coerce')
+    wide.insert(wide.columns.get_loc('accuracy') + 1, 'error', 1.0 - accuracy)
+  metrics = []
+  for c in wide.columns:
+    if c in ('run', 'step', 'split'):
+      continue
+    values = pd.to_numeric(wide[c], errors='coerce')
+    if values.notna().any():
+      wide[c] = values
+      metrics.append(c)
+  long = wide.melt(id_vars=['run', 'step', 'split'], value_vars=metrics,
+                   var_name='metric', value_name='value')
+  long = long.dropna(subset=['value'])
+  long['value'] = long['value'].astype(float)
+  long = long.sort_values(['run', 'split', 'metric', 'step'], kind='stable')
+  return long[columns].reset_index(drop=True)

@@ -1,0 +1,149 @@
+"""Writing a report folder: tables, plots and a README (`write_report`)."""
+import os
+import pathlib
+import tempfile
+
+from wrn_trax.report.analysis import (_FORMATS, _format_cell, format_table,
+                                      markdown_table, summarize)
+from wrn_trax.report.io import load_curves, load_runs
+from wrn_trax.report.plots import (plot_curves, plot_error_vs_k,
+                                   plot_error_vs_params, plot_throughput_vs_k)
+
+
+def _atomic_write(path, write):
+  """Calls write(file_object) on a temp file beside `path`, then renames.
+
+  Readers never see a half-written file, and a failed write leaves the old
+  one in place.
+  """
+  path = pathlib.Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
+                             suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  return str(path)
+
+
+def _write_text(path, text):
+  return _atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
+def _write_figure(path, fig):
+  return _atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=120))
+
+
+def _html_table(frame):
+  formatters = {c: (lambda v, fmt=fmt: _format_cell(v, fmt))
+                for c, fmt in _FORMATS.items() if c in frame.columns}
+  return frame.to_html(index=False, na_rep='', formatters=formatters,
+                       border=0)
+
+
+# (file name, title, plot function of (runs, curves)) of the report's plots.
+# The curves show one line per configuration: the median over its seeds with
+# a min-max band.
+_PLOTS = (
+    ('curves_eval_error.png', 'In-training eval error',
+     lambda runs, curves: plot_curves(curves, runs, 'error', 'eval')),
+    ('curves_train_loss.png', 'Training loss',
+     lambda runs, curves: plot_curves(curves, runs, 'loss', 'train')),
+    ('error_vs_k.png', 'Test error against widen factor',
+     lambda runs, curves: plot_error_vs_k(runs)),
+    ('error_vs_params.png', 'Test error against parameters',
+     lambda runs, curves: plot_error_vs_params(runs)),
+    ('throughput_vs_k.png', 'Throughput against widen factor',
+     lambda runs, curves: plot_throughput_vs_k(runs)),
+)
+
+
+def _has_lines(fig):
+  return any(ax.lines or ax.containers for ax in fig.axes)
+
+
+def write_report(root, out='results/', paper=None):
+  """Reads the runs under `root` and writes tables, plots and a README.
+
+  Args:
+    root: folder of run folders.
+    out: output folder (created if missing).
+    paper: passed to `summarize` (None: the paper's figures from
+      `wrn_trax.models.paper_networks()`, in percent).
+
+  Returns:
+    Dict from short name ('runs.csv', 'summary.md', 'error_vs_k.png',
+    'README.md', ...) to the path written. Plots with nothing to draw (e.g.
+    no finished run yet) are skipped. Every file is written atomically.
+
+  Raises:
+    FileNotFoundError: `root` is missing or holds no run folders.
+  """
+  runs = load_runs(root)
+  curves = load_curves(root)
+  summary = summarize(runs, paper=paper)
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  written = {}
+
+  def csv(frame):
+    return lambda f: f.write(frame.to_csv(index=False).encode('utf-8'))
+
+  # The folder paths are this machine's; the root is named in the README.
+  written['runs.csv'] = _atomic_write(out / 'runs.csv',
+                                      csv(runs.drop(columns='path')))
+  written['summary.csv'] = _atomic_write(out / 'summary.csv', csv(summary))
+  table = format_table(summary)
+  written['summary.md'] = _write_text(out / 'summary.md', table)
+  written['summary.html'] = _write_text(out / 'summary.html',
+                                        _html_table(summary))
+  figures = []
+  for name, title, plot in _PLOTS:
+    fig = plot(runs, curves)
+    if _has_lines(fig):
+      written[name] = _write_figure(out / name, fig)
+      figures.append((name, title))
+  written['README.md'] = _write_text(
+      out / 'README.md', _readme(root, runs, table, figures))
+  return written
+
+
+def _readme(root, runs, table, figures):
+  """Markdown README of a report: provenance, the table, the plots."""
+  counts = runs['status'].value_counts()
+  statuses = ', '.join(f'{n} {s}' for s, n in counts.items())
+  lines = [
+      '# WRN sweep report',
+      '',
+      f'Runs read from `{root}`: {len(runs)} runs ({statuses}).',
+      '',
+      'Test error in percent on the full test split; median, mean and std '
+      'over seeds of finished runs (the paper reports the median of 5 runs). '
+      'It uses BatchNorm statistics recomputed for the final weights over '
+      'training batches (`precise_bn_batches`); `running_bn_error_pct` is the '
+      'median with the running averages trax kept during training. '
+      '`paper_error_pct` is Zagoruyko & Komodakis (2016)\'s figure for the '
+      'same network and data set, where there is one. The curves show one '
+      'line per configuration: the median over its seeds at each step, the '
+      'band from the lowest to the highest seed.',
+      '',
+      table.rstrip('\n'),
+      '',
+      'Tables: [summary.csv](summary.csv), [summary.html](summary.html), '
+      '[runs.csv](runs.csv) (one row per run).',
+      '',
+  ]
+  for name, title in figures:
+    lines += [f'## {title}', '', f'![{title}]({name})', '']
+  unfinished = runs[runs['status'] != 'done']
+  if len(unfinished):
+    lines += ['## Runs not done', '',
+              markdown_table(unfinished[[c for c in ('run', 'status',
+                                                     'reason', 'step', 'steps')
+                                         if c in unfinished.columns]]
+                             ).rstrip('\n'), '']
+  return '\n'.join(lines)
