@@ -1,7 +1,7 @@
 """Shared pieces of the training benchmarks in `bench/`.
 
-Synthetic CIFAR-shaped data, the Loop exactly as `wrn_trax.train._Run` builds
-it, the jax "limit" train step, timing helpers, machine facts and markdown /
+Synthetic CIFAR-shaped data, the Loop exactly as `wrn_trax.train.build_loop`
+builds it, the jax "limit" train step, timing helpers, machine facts and markdown /
 JSON output. Nothing here runs at import except making the checkout
 importable.
 """
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,15 +76,21 @@ def synthetic_dataset(n_train=2048, n_test=512, n_classes=10, seed=0):
 
 def recipe_for(model):
   """The recipe our benchmarks train a model with: stock = seed, else paper."""
-  return 'seed' if model.startswith('stock-') else 'paper'
+  return 'notebook' if model.startswith('stock-') else 'paper'
+
+
+class BenchRun(NamedTuple):
+  """A resolved config and a run folder, as `wrn_trax.train` trains them."""
+  config: dict
+  workdir: str
 
 
 def make_run(model, ds, batch_size, workdir=None, recipe=None, **overrides):
-  """A `wrn_trax.train._Run` configured as `_Run.run` would, minus file I/O.
+  """The config `train.resolve` would give, minus file I/O, in a temp folder.
 
   Evals and checkpoints are pushed out of reach (every 10**9 steps, as is the
   run length) so that timed chunks are pure training steps; the first step
-  still runs trax's step-1 eval, which the warm-up absorbs.
+  still runs trax's step-1 eval, which the warm-up absorbs. One device.
   """
   from wrn_trax import precision as precision_lib  # pylint: disable=g-import-not-at-top
   from wrn_trax import recipes  # pylint: disable=g-import-not-at-top
@@ -100,37 +107,36 @@ def make_run(model, ds, batch_size, workdir=None, recipe=None, **overrides):
            n_devices=1,
            precision_used=precision_lib.resolve(c['precision'], n_devices=1))
   workdir = workdir or tempfile.mkdtemp(prefix='wrn_bench_')
-  return train_lib._Run(c, workdir, verbose=False)  # pylint: disable=protected-access
+  return BenchRun(c, workdir)
 
 
-def build_loop(run, ds):
-  """The trax Loop of `run`, built by `_Run._build_loop` itself (not a copy)."""
-  import contextlib  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  from wrn_trax import runio  # pylint: disable=g-import-not-at-top
+def build_loop(run, ds, light_step=True):
+  """`wrn_trax.train.build_loop` of `run` (the Loop `train` trains)."""
   from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
-  with contextlib.redirect_stdout(io.StringIO()), \
-      runio.restricted_checkpoints():
-    loop = run._build_loop(ds)  # pylint: disable=protected-access
-  train_lib.ready_loop(loop)
-  return loop
+  return train_lib.build_loop(run.config, ds, run.workdir,
+                              light_step=light_step).loop
 
 
 class OurPath:
-  """Chunks of `loop.run(n)` plus `_Run._train`'s per-chunk bookkeeping.
+  """Chunks of `loop.run(n)` plus `train.train_in_chunks`'s bookkeeping.
 
-  One `chunk(n)` is what `_Run._train` does per loop iteration, less the
-  progress bar and the metrics.jsonl append: `loop.run(n)` (stdout
-  redirected), the history read into rows (`_Run._history_rows`) and the NaN
+  One `chunk(n)` is what `train_in_chunks` does per chunk, less the progress
+  bar and the metrics.jsonl append: `loop.run(n)` (stdout redirected), the
+  history read into rows (`train.MetricsLog.rows_from_history`) and the NaN
   check of the weights (`optim.tree_all_finite`), which also waits for the
   device.
   """
 
-  def __init__(self, model, ds, batch_size, **overrides):
+  def __init__(self, model, ds, batch_size, light_step=True, **overrides):
     import io  # pylint: disable=g-import-not-at-top
+    from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
     self.run = make_run(model, ds, batch_size, **overrides)
-    self.loop = build_loop(self.run, ds)
-    self.logged = set()
+    built = train_lib.build_loop(self.run.config, ds, self.run.workdir,
+                                 light_step=light_step)
+    self.loop = built.loop
+    self.log = train_lib.MetricsLog(
+        os.path.join(self.run.workdir, 'metrics.jsonl'), self.run.config,
+        built.schedule)
     self.step_times = []
     self._out = io.StringIO()
 
@@ -142,7 +148,7 @@ class OurPath:
       self.loop.run(n)
     self._out.seek(0)
     self._out.truncate()
-    self.run._history_rows(self.loop, self.logged, 0.0, self.step_times)  # pylint: disable=protected-access
+    self.log.rows_from_history(self.loop, 0.0, self.step_times)
     ok = optim.tree_all_finite(self.loop.model.weights)
     dt = time.perf_counter() - t0
     self.step_times.append(dt / n)

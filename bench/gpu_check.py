@@ -6,8 +6,8 @@ or is skipped is recorded with its reason and the others still run. The JSON
 is rewritten after every check, so a killed run keeps what it measured.
 
   device         jax.devices(): platform, names, count. Hard: a GPU (or TPU).
-  placement      our trax Loop, built as `train()` builds it (bench/_common:
-                 `_Run._build_loop` + `ready_loop`), trains a few steps:
+  placement      our trax Loop, built as `train()` builds it
+                 (`wrn_trax.train.build_loop`), trains a few steps:
                  the weights, optimizer slots and model state, and the
                  step's outputs, are on the first GPU; the batch (host numpy
                  from our pipeline) is what the jitted step copies there;
@@ -246,11 +246,16 @@ def _our_path(model, ds, batch, n_devices):
   one-device `OurPath` would fail on a machine with several GPUs.
   """
   import _common  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
   path = _common.OurPath.__new__(_common.OurPath)
   path.run = _common.make_run(model, ds, batch)
   path.run.config['n_devices'] = n_devices
-  path.loop = _common.build_loop(path.run, ds)
-  path.logged, path.step_times, path._out = set(), [], io.StringIO()  # pylint: disable=protected-access
+  built = train_lib.build_loop(path.run.config, ds, path.run.workdir)
+  path.loop = built.loop
+  path.log = train_lib.MetricsLog(os.path.join(path.run.workdir,
+                                               'metrics.jsonl'),
+                                  path.run.config, built.schedule)
+  path.step_times, path._out = [], io.StringIO()  # pylint: disable=protected-access
   return path
 
 
@@ -523,11 +528,11 @@ def check_real_data(rec, cfg, ctx):
   workdir = tempfile.mkdtemp(prefix='wrn_gpu_check_run_')
   ctx['cleanup'].append(workdir)
   t0 = time.perf_counter()
-  summary = wrn_trax.train(cfg['model'], dataset='cifar10', recipe='seed',
+  summary = wrn_trax.train(cfg['model'], dataset='cifar10', recipe='notebook',
                            steps=cfg['steps'], data_dir=folder,
                            workdir=workdir, verbose=False, **cfg['overrides'])
   rec['train_s'] = time.perf_counter() - t0
-  rec.update(model=cfg['model'], recipe='seed', steps=summary['step'],
+  rec.update(model=cfg['model'], recipe='notebook', steps=summary['step'],
              status_of_run=summary['status'],
              test_error=summary['test_error'],
              eval_examples=summary['eval_examples'],

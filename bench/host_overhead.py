@@ -1,6 +1,6 @@
 """Host time per training step of our `train()` path, with the device step removed.
 
-Builds the Loop of `wrn_trax.train._Run` (as `bench/train_speed.py` does) and
+Builds the Loop with `wrn_trax.train.build_loop` (as `bench/train_speed.py` does) and
 replaces the trainer's compiled step (`Trainer._accelerated_update_fn`) with a
 no-op that hands back its weights, slots and state and a constant loss
 (after `jax.device_put` of the batch, so the host-to-device copy stays in).
@@ -13,14 +13,14 @@ ms).
 
 Reports, in interleaved rounds:
 
-* per-step host time of a `_Run._train` chunk (`loop.run(n)` + history read +
-  NaN check) for chunk sizes n (default 1, 10, 100; `_train` uses 100);
+* per-step host time of a `train.train_in_chunks` chunk (`loop.run(n)` + history
+  read + NaN check) for chunk sizes n (default 1, 10, 100; `train` uses 100);
 * the parts, each timed alone: one batch of our pipeline, `loop.new_rng()`,
   the rest of Loop's per-step work, opening/closing the summary writers,
-  `_history_rows`, `optim.tree_all_finite`;
+  `MetricsLog.rows_from_history`, `optim.tree_all_finite`;
 * the variants in `VARIANTS`, each its own Loop, timed in the same rounds:
   trax's own `Trainer.one_step` (the code before the fix) against `train`'s
-  default (`train.LIGHT_STEP`: `_compat._one_step_one_device`), a jitted NaN
+  default (`build_loop(light_step=True)`: `_compat._one_step_one_device`), a jitted NaN
   check, and the other `augment` (where the recipe's preprocessing does
   something): with ``augment='device'`` the host hands over uint8 batches and
   the crop, flip and normalisation run in the compiled step (removed here,
@@ -59,7 +59,7 @@ def parse_args(argv=None):
                  help='network name (default: WRN-28-10)')
   p.add_argument('--batch', type=int, default=128, help='default: 128')
   p.add_argument('--recipe', default=None,
-                 help="default: 'seed' for stock models, else 'paper' "
+                 help="default: 'notebook' for stock models, else 'paper' "
                  '(standardize + crop + flip on the host)')
   p.add_argument('--augment', choices=('host', 'device'), default='host',
                  help="the recipe's augment for the main path (chunk sizes, "
@@ -135,8 +135,11 @@ def parts(path, ds, batch, reps):
         pass
 
   out['summary writers open+close (per chunk)'] = _time(writers, reps)
-  out['_history_rows (per chunk)'] = _time(
-      lambda: path.run._history_rows(loop, set(), 0.0, [0.1]), reps)  # pylint: disable=protected-access
+  def history():
+    path.log.logged = set()
+    path.log.rows_from_history(loop, 0.0, [0.1])
+
+  out['history rows (per chunk)'] = _time(history, reps)
   out['tree_all_finite (per chunk)'] = _time(
       lambda: optim.tree_all_finite(loop.model.weights), reps)
   return out
@@ -165,15 +168,15 @@ def _fast_all_finite():
   return _FAST_ALL_FINITE[0]
 
 
-# Each variant is a Loop built with these `wrn_trax.train` settings (plus, for
+# Each variant is a Loop built with these `wrn_trax.train.build_loop` arguments (plus, for
 # 'jit_all_finite', `_fast_all_finite` as the NaN check); all are timed in
 # the same rounds on loop.run(100) chunks, with the main path's `augment`.
 # 'train default' is what `train` does; "trax's one_step" is the code before
 # the host-overhead fix. `variants` adds the other `augment`.
 VARIANTS = {
-    "trax's one_step": dict(LIGHT_STEP=False),
-    'train default (light one_step)': dict(LIGHT_STEP=True),
-    'train default + jit_all_finite': dict(LIGHT_STEP=True),
+    "trax's one_step": dict(light_step=False),
+    'train default (light one_step)': dict(light_step=True),
+    'train default + jit_all_finite': dict(light_step=True),
 }
 
 
@@ -188,23 +191,9 @@ def variants(augment, preprocess):
          for name, values in VARIANTS.items()}
   if preprocess != 'raw':
     other = 'device' if augment == 'host' else 'host'
-    out[f"train default, augment='{other}'"] = (dict(LIGHT_STEP=True),
+    out[f"train default, augment='{other}'"] = (dict(light_step=True),
                                                 dict(augment=other))
   return out
-
-
-@contextlib.contextmanager
-def settings(**values):
-  """Sets `wrn_trax.train` module settings while inside."""
-  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
-  saved = {k: getattr(train_lib, k) for k in values}
-  for k, v in values.items():
-    setattr(train_lib, k, v)
-  try:
-    yield
-  finally:
-    for k, v in saved.items():
-      setattr(train_lib, k, v)
 
 
 @contextlib.contextmanager
@@ -234,9 +223,8 @@ def main(argv=None):
   variant_paths = {}
   timed = variants(args.augment, path.run.config['preprocess'])
   for name, (values, overrides) in timed.items():
-    with settings(**values):
-      variant_paths[name] = noop_path(args.model, ds, args.batch, recipe,
-                                      **overrides)
+    variant_paths[name] = noop_path(args.model, ds, args.batch, recipe,
+                                    **values, **overrides)
     with patched(name):
       variant_paths[name].chunk(1)
       variant_paths[name].chunk(100)  # a patched NaN check compiles here

@@ -1,7 +1,7 @@
 """Time per training step and peak memory as WRN width k and depth grow.
 
 Each (depth, k) of the paper family runs our `train()` path (the Loop of
-`_Run._build_loop` in `_Run._train`'s chunks, see `bench/train_speed.py`) in
+`train.build_loop` in `train.train_in_chunks`'s chunks, see `bench/train_speed.py`) in
 its own subprocess, so ru_maxrss is that configuration's peak host memory.
 The step time (median, min-max over `--rounds` chunks of `--steps` steps
 after a warm-up) is set against `wrn_trax.models.count_flops` (multiply-adds

@@ -96,7 +96,7 @@ def main(argv=None):
   import wrn_trax  # pylint: disable=g-import-not-at-top
   from wrn_trax import runio  # pylint: disable=g-import-not-at-top
   workdir = args.workdir or f'runs/seed_parity_k{args.widen}_{args.steps}'
-  summary = wrn_trax.train(f'stock-WRN-22-{args.widen}', 'cifar10', 'seed',
+  summary = wrn_trax.train(f'stock-WRN-22-{args.widen}', 'cifar10', 'notebook',
                            steps=args.steps, workdir=workdir, seed=args.seed,
                            data_dir=args.data_dir, checkpoint_every=500)
   rows = runio.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))

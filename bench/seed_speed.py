@@ -5,7 +5,7 @@
   `trax.data.Serial(source, Shuffle(), Batch(64), AddLossWeights())` over
   per-example CIFAR-shaped uint8 arrays, `Adam(0.01)`, a plain trax `Loop`
   with an `EvalTask` of 20 batches.
-* ``ours``: stock-WRN-22-k with the 'seed' recipe through our `train()` path
+* ``ours``: stock-WRN-22-k with the 'notebook' recipe through our `train()` path
   (the jax backend, our pipeline; see `bench/train_speed.py`).
 
 The fastmath backend is global, so every measurement runs in its own
@@ -118,7 +118,7 @@ def measure(config, k, args):
   if config == 'seed':
     trainer = SeedPath(k, ds)
   else:
-    trainer = _common.OurPath(f'stock-WRN-22-{k}', ds, BATCH, recipe='seed')
+    trainer = _common.OurPath(f'stock-WRN-22-{k}', ds, BATCH, recipe='notebook')
   trainer.chunk(1)
   for _ in range(max(0, args.warmup - 1)):
     trainer.chunk(1)

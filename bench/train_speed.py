@@ -4,9 +4,10 @@ For each model and batch size, in its own subprocess (so peak memory is per
 configuration and compile caches do not carry over), two trainers of the same
 network, loss and optimizer are built side by side:
 
-* ``ours``: trax's `training.Loop`, built by `wrn_trax.train._Run._build_loop`
+* ``ours``: trax's `training.Loop`, built by `wrn_trax.train.build_loop`
   itself, fed by our pipeline (`wrn_trax.data.train_batches`), run in chunks
-  as `_Run._train` does: `loop.run(n)`, the history read, the NaN check.
+  as `train.train_in_chunks` does: `loop.run(n)`, the history read, the NaN
+  check.
 * ``limit``: one `jax.jit` train step (the layer's `pure_fn` +
   `CrossEntropyLoss` + the recipe's trax optimizer update, weights / slots /
   state donated) over batches already on the device.

@@ -219,7 +219,8 @@ def test_layer_checks_its_arguments():
     augment.DevicePreprocess([0.0, 1.0], [1.0])
   layer = augment.DevicePreprocess([0.0], [1.0])
   # trax wraps the ValueError in its LayerError, with the message.
-  with pytest.raises(Exception, match='statistics for 1 channels'):
+  from trax.layers import base  # pylint: disable=g-import-not-at-top
+  with pytest.raises(base.LayerError, match='statistics for 1 channels'):
     layer.pure_fn(np.zeros((2, 8, 8, 3), np.uint8), (), (),
                   jax.random.PRNGKey(0))
 
@@ -240,8 +241,6 @@ def test_recipe_field_defaults_to_host_and_is_checked():
 
 def _loop_of(ds, **overrides):
   """The Loop `train` builds for `ds`, without training or writing."""
-  import contextlib  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   c = train_lib.make_config(TINY, 'cifar10', 'smoke', batch_size=8,
                             **overrides)
@@ -249,11 +248,8 @@ def _loop_of(ds, **overrides):
   c.update(steps=steps, lr_milestone_steps=list(milestones), n_devices=1,
            n_classes=ds.n_classes, image_shape=list(ds.image_shape),
            precision_used=c.get('precision', 'float32'))
-  run = train_lib._Run(c, tempfile.mkdtemp(prefix='wrn_aug_'), verbose=False)  # pylint: disable=protected-access
-  with contextlib.redirect_stdout(io.StringIO()), \
-      runio.restricted_checkpoints():
-    loop = run._build_loop(ds)  # pylint: disable=protected-access
-  return run, loop
+  built = train_lib.build_loop(c, ds, tempfile.mkdtemp(prefix='wrn_aug_'))
+  return c, built
 
 
 def _has_device_preprocess(layer):
@@ -263,8 +259,8 @@ def _has_device_preprocess(layer):
 
 def test_host_path_is_unchanged_and_device_path_is_wired():
   ds = _small()
-  run, loop = _loop_of(ds)  # the smoke recipe on cifar10: 'cifar', 'host'
-  c = run.config
+  c, run = _loop_of(ds)  # the smoke recipe on cifar10: 'cifar', 'host'
+  loop = run.loop
   assert (c['preprocess'], c['augment']) == ('cifar', 'host')
   assert train_lib.host_preprocess(c) == 'cifar'
   for model in (loop.model, loop.eval_model, run.eval_model, run.bn_model):
@@ -276,8 +272,8 @@ def test_host_path_is_unchanged_and_device_path_is_wired():
   np.testing.assert_array_equal(
       x, next(data.train_batches(ds, 8, preprocess='cifar', seed=seed))[0])
 
-  run, loop = _loop_of(ds, augment='device', eval_bn='batch')
-  c = run.config
+  c, run = _loop_of(ds, augment='device', eval_bn='batch')
+  loop = run.loop
   assert train_lib.host_preprocess(c) == 'raw'
   x = loop.tasks[0].sample_batch[0]  # the first batch
   assert x.dtype == np.uint8  # 4x fewer bytes to copy

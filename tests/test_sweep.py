@@ -128,14 +128,14 @@ def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(
 @pytest.mark.slow
 def test_a_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path,
                                                             monkeypatch):
-  real_train = sweep_lib.train_lib.train
+  real_train = sweep_lib.train_lib.train_config
 
-  def flaky(**kwargs):
-    if kwargs['model'] == 'WRN-10-1':
+  def flaky(config, workdir, verbose):
+    if config['model'] == 'WRN-10-1':
       raise RuntimeError('out of memory (simulated)')
-    return real_train(**kwargs)
+    return real_train(config, workdir, verbose)
 
-  monkeypatch.setattr(sweep_lib.train_lib, 'train', flaky)
+  monkeypatch.setattr(sweep_lib.train_lib, 'train_config', flaky)
   frame = wrn_trax.sweep(root=str(tmp_path / 'runs'), verbose=False,
                          **dict(GRID, steps=2, eval_every=2,
                                 checkpoint_every=2))

@@ -104,10 +104,13 @@ def _dropouts(args):
 
 def _common(p, root_default=None):
   p.add_argument('--dataset', default='digits',
-                 help='digits (offline demo), cifar10, cifar100 or svhn')
+                 help='digits (offline demo), cifar10, cifar100, svhn, '
+                 "svhn_extra (train + extra, as the paper) or folder")
   p.add_argument('--data-dir', default=None,
                  help='TFDS data dir, or a folder with cifar-10-batches-py')
-  p.add_argument('--recipe', default='smoke', help='seed, paper or smoke')
+  p.add_argument('--recipe', default='smoke',
+                 help="notebook (the seed notebooks'; 'seed' is its old "
+                 'name), paper or smoke')
   p.add_argument('--steps', type=int, default=None,
                  help="training steps (default: the recipe's)")
   p.add_argument('--set', action='append', metavar='KEY=VALUE',

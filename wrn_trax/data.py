@@ -50,7 +50,9 @@ import numpy as np
 
 
 
-DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn', 'folder')
+DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn', 'svhn_extra', 'folder')
+# 'svhn_extra' is SVHN with its 531,131-image `extra` split appended to the
+# training split, as the paper trained (`load('svhn', svhn_extra=True)`).
 PREPROCESS = ('raw', 'standardize', 'cifar', 'svhn')
 
 # Pixels of reflection padding before the random 32x32 crop (paper, Sec. 3).
@@ -174,7 +176,7 @@ def load(name='digits', data_dir=None, download=None, *, svhn_extra=False):
     TFDS ``cifar10`` / ``cifar100``; else a TFDS download (see ``download``).
   * ``svhn``: TFDS ``svhn_cropped`` (prepared, else downloaded); with
     ``svhn_extra`` its 531,131-image ``extra`` split is appended to ``train``
-    (as the paper did).
+    (as the paper did). ``svhn_extra`` is also a name: the same.
   * ``folder``: image folders ``train/<class>/*.png|jpg`` and
     ``test/<class>/...`` in ``data_dir`` (or one level deeper); labels are the
     sorted class folder names; images of another size than the first are
@@ -213,6 +215,8 @@ def load(name='digits', data_dir=None, download=None, *, svhn_extra=False):
   if download not in (None, True, False):
     raise ValueError(f'download must be None (auto), True or False, got '
                      f'{download!r}.')
+  if name == 'svhn_extra':  # the name train, sweep and the CLI take
+    name, svhn_extra = 'svhn', True
   if svhn_extra and name != 'svhn':
     raise ValueError(f'svhn_extra=True applies only to name=\'svhn\', '
                      f'not {name!r}.')
@@ -304,12 +308,12 @@ def default_preprocess(name):
     name: a data set name.
 
   Returns:
-    'cifar' for cifar10/100, 'svhn' for svhn, 'standardize' otherwise
+    'cifar' for cifar10/100, 'svhn' for svhn(_extra), 'standardize' otherwise
     (digits, folder, arrays).
   """
   if name in ('cifar10', 'cifar100'):
     return 'cifar'
-  if name == 'svhn':
+  if name in ('svhn', 'svhn_extra'):
     return 'svhn'
   return 'standardize'
 
@@ -1338,13 +1342,15 @@ def train_batches(ds, batch_size, *, preprocess='raw', seed=0):
   )()
 
 
-def eval_batches(ds, batch_size, *, preprocess='raw'):
+def test_batches(ds, batch_size, *, preprocess='raw'):
   """The whole test split, exactly once, in stored order, for exact accuracy.
 
   The last batch is padded to ``batch_size`` (zero images, label 0) with
   weight 0, so ``sum(correct * w) / sum(w)`` is the exact test accuracy and
   every batch has one shape (one XLA compilation). There are
-  `n_eval_batches` batches. Eval never augments ('cifar' only standardizes).
+  `n_test_batches` batches. Eval never augments ('cifar' only standardizes).
+  (Called `eval_batches` before; that name still works. The recipe field
+  `eval_batches` is something else: the size of the cheap in-training eval.)
 
   Args:
     ds: a `Dataset`.
@@ -1365,11 +1371,15 @@ def eval_batches(ds, batch_size, *, preprocess='raw'):
   )()
 
 
+# The old name of `test_batches` (scripts may call it).
+eval_batches = test_batches
+
+
 def eval_sample_batches(ds, batch_size, *, preprocess='raw', seed=0):
   """Infinite shuffled test batches for trax's in-training `EvalTask`.
 
   For the cheap periodic estimate (``n_eval_batches=20`` as the seed
-  notebooks); use `eval_batches` for the exact full-split number.
+  notebooks); use `test_batches` for the exact full-split number.
 
   Args:
     ds: a `Dataset`.
@@ -1391,7 +1401,10 @@ def eval_sample_batches(ds, batch_size, *, preprocess='raw', seed=0):
   )()
 
 
-def n_eval_batches(ds, batch_size):
-  """Number of batches of `eval_batches`: ceil(n_test / batch_size)."""
+def n_test_batches(ds, batch_size):
+  """Number of batches of `test_batches`: ceil(n_test / batch_size)."""
   batch_size = _check_batch_size(batch_size)
   return math.ceil(len(ds.test_labels) / batch_size)
+
+
+n_eval_batches = n_test_batches  # its old name

@@ -14,9 +14,8 @@ import os
 import time
 import warnings
 
-import pandas as pd
-
 from wrn_trax import _names
+from wrn_trax import record
 from wrn_trax import runio
 from wrn_trax import train as train_lib
 
@@ -37,9 +36,14 @@ MEMORY_HEADROOM = 0.9
 
 
 def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
-         seeds=(0,), family='stock', dataset='cifar10', recipe='seed',
+         seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
          steps=None, root='runs', data_dir=None, **overrides):
-  """The members of a sweep as (workdir, train kwargs) pairs, all checked.
+  """The members of a sweep as (workdir, config) pairs, all checked.
+
+  Each config is `train.make_config`'s, built and checked once here; the
+  member trains it through `train.train_config`. The workdir is the run's
+  folder under `root` (or the folder an older version named it, see
+  `train.default_workdir`).
 
   Raises ValueError before anything is trained for an empty or invalid grid,
   an unknown family or recipe, or a folder under `root` that holds a run of
@@ -57,13 +61,11 @@ def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
       kw['dropout'] = p
     config = train_lib.make_config(name, dataset, recipe, steps, s, data_dir,
                                    **kw)
-    workdir = os.path.join(root, config['run_name'])
+    workdir = train_lib.default_workdir(config, root)
     old = runio.read_json_or_none(os.path.join(workdir, 'config.json'))
     if old is not None:
       train_lib.check_same_run(old, config, workdir)
-    members.append((workdir, dict(model=name, dataset=dataset, recipe=recipe,
-                                  steps=steps, seed=s, data_dir=data_dir,
-                                  workdir=workdir, **kw)))
+    members.append((workdir, config))
   names = [w for w, _ in members]
   if len(set(names)) != len(names):
     raise ValueError('the grid names the same run twice; remove duplicates')
@@ -71,7 +73,7 @@ def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
 
 
 def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
-          seeds=(0,), family='stock', dataset='cifar10', recipe='seed',
+          seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
           steps=None, root='runs', executor='local', address=None,
           data_dir=None, verbose=True, gpus_per_member=None, **overrides):
   """Trains every member of a grid and returns one row per run.
@@ -87,7 +89,8 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
     seeds: one run per seed; the report gives median, mean and std over them.
     family: 'stock' (trax's WideResnet) or 'paper' (our WRN-n-k).
     dataset: a name of `wrn_trax.data.DATASETS`.
-    recipe: 'seed', 'paper' or 'smoke'.
+    recipe: 'notebook' (the seed notebooks'; 'seed' is its old name),
+      'paper' or 'smoke'.
     steps: training steps per member (default: the recipe's).
     root: the folder holding one run folder per member.
     executor: 'local' (one member at a time) or 'ray'.
@@ -126,7 +129,7 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   return frame
 
 
-def _run_member(kwargs, verbose):
+def _run_member(member, verbose):
   """Trains one member; a failure is recorded, not raised.
 
   A member that another process is training (its folder is locked) gets
@@ -135,30 +138,30 @@ def _run_member(kwargs, verbose):
   is written to.
   """
   try:
-    return train_lib.train(verbose=verbose, **kwargs)
+    return train_lib.train_config(member['config'], member['workdir'],
+                                  verbose)
   except runio.RunFolderBusyError as e:
     if verbose:
-      print(f'{kwargs["workdir"]}: running elsewhere, skipped: {e}')
+      print(f'{member["workdir"]}: running elsewhere, skipped: {e}')
     return dict(status='running', reason=f'running elsewhere: {e}')
   except runio.RunFolderError as e:
     if verbose:
-      print(f'{kwargs["workdir"]}: failed: {e}')
+      print(f'{member["workdir"]}: failed: {e}')
     return dict(status='failed', reason=f'{type(e).__name__}: {e}')
   except Exception as e:  # pylint: disable=broad-except
-    summary = runio.read_json_or_none(
-        os.path.join(kwargs['workdir'], 'summary.json'))
-    if summary is None or summary.get('status') != 'failed':
-      summary = dict(status='failed', reason=f'{type(e).__name__}: {e}')
-      runio.write_json(os.path.join(kwargs['workdir'], 'summary.json'),
-                       summary)
+    # The session's own 'failed' summary (with its step) if it wrote one;
+    # else (it failed before training, e.g. on the data) one is written.
+    summary = record.write_failed_summary(
+        member['workdir'], f'{type(e).__name__}: {e}',
+        keep_existing=True).to_dict()
     if verbose:
-      print(f'{kwargs["workdir"]}: failed: {summary["reason"]}')
+      print(f'{member["workdir"]}: failed: {summary["reason"]}')
     return summary
 
 
 def _run_local(members, verbose):
   summaries, durations = [], []
-  for i, (workdir, kwargs) in enumerate(members):
+  for i, (workdir, config) in enumerate(members):
     if verbose:
       eta = ''
       if durations:
@@ -167,7 +170,8 @@ def _run_local(members, verbose):
       print(f'== sweep: member {i + 1}/{len(members)} '
             f'({i} done{eta}): {os.path.basename(workdir)}', flush=True)
     t0 = time.time()
-    summaries.append(_run_member(kwargs, verbose))
+    summaries.append(_run_member(dict(workdir=workdir, config=config),
+                                 verbose))
     durations.append(time.time() - t0)
   if verbose:
     print(f'== sweep: {len(members)}/{len(members)} members done in '
@@ -305,7 +309,8 @@ def _run_ray(members, address, verbose, gpus_per_member=None):
     options = _ray_options(gpus_per_member, n_gpus)
     remote = ray.remote(max_retries=0, **options)(_run_member_abs)
     cwd = os.getcwd()
-    refs = [remote.remote(cwd, kwargs, False) for _, kwargs in members]
+    refs = [remote.remote(cwd, dict(workdir=w, config=c), False)
+            for w, c in members]
     if verbose:
       share = ('' if gpus_per_member is None else
                f', {gpus_per_member:g} GPU per member')
@@ -324,39 +329,35 @@ def _run_ray(members, address, verbose, gpus_per_member=None):
       ray.shutdown()
 
 
-def _run_member_abs(cwd, kwargs, verbose):
-  """A Ray task: relative run folders are taken from the driver's cwd."""
-  kwargs = dict(kwargs, workdir=os.path.join(cwd, kwargs['workdir']))
-  if kwargs.get('data_dir'):
-    kwargs['data_dir'] = os.path.join(cwd, kwargs['data_dir'])
-  return _run_member(kwargs, verbose)
+def _run_member_abs(cwd, member, verbose):
+  """A Ray task: relative run folders are taken from the driver's cwd.
+
+  `member` is dict(workdir, config) of one planned member.
+  """
+  config = member['config']
+  if config.get('data_dir'):  # volatile: the run stays the same run
+    config = dict(config, data_dir=os.path.join(cwd, config['data_dir']))
+  return _run_member(dict(workdir=os.path.join(cwd, member['workdir']),
+                          config=config), verbose)
 
 
 def members_frame(members, summaries):
-  """One row per run: its config fields, then its summary fields.
+  """One row per member, in member order, as `report.load_runs` makes rows.
 
   The config is the run folder's config.json, or, for a member that failed
-  before writing one, the config it was planned with.
+  before writing one, the config it was planned with; the summary is what
+  the member returned (status 'running' for one trained elsewhere).
   """
+  from wrn_trax.report import io as report_io  # pylint: disable=g-import-not-at-top
   rows = []
-  for (workdir, kwargs), summary in zip(members, summaries):
+  for (workdir, planned), summary in zip(members, summaries):
     try:
       config = runio.read_json_or_none(os.path.join(workdir, 'config.json'))
     except runio.CorruptFileError:  # reported in the member's summary
       config = None
-    if config is None:
-      config = train_lib.make_config(
-          **{k: v for k, v in kwargs.items() if k != 'workdir'})
-    row = {k: v for k, v in config.items()
-           if not isinstance(v, (dict, list))}
-    row['run'] = os.path.basename(workdir)
-    row.update(summary)
-    error = summary.get('test_error')
-    row['error_pct'] = None if error is None else 100.0 * error
-    running = summary.get('test_error_running_bn')
-    row['error_pct_running_bn'] = None if running is None else 100.0 * running
-    rows.append(row)
-  return pd.DataFrame(rows)
+    rows.append(report_io.run_row(planned if config is None else config,
+                                  summary, workdir))
+  return report_io.runs_frame(rows, sort=False)
 
 
 def _write_csv(frame, path):

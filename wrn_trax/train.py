@@ -16,12 +16,12 @@ returns its summary without training.
 """
 import contextlib
 import io
-import json
 import os
 import platform
 import resource
 import sys
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,30 +36,20 @@ from wrn_trax import models
 from wrn_trax import optim
 from wrn_trax import precision as precision_lib
 from wrn_trax import recipes
+from wrn_trax import record
 from wrn_trax import runio
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-# On one device, trax's Trainer.one_step is replaced by the lighter
-# `_compat._one_step_one_device` (the same step with less host work) and its
-# compiled update donates the weight and slot buffers; see
-# `_compat.lighten_steps` and bench/README.md. False keeps trax's own.
-LIGHT_STEP = True
-
-# Fields that may differ between two sessions of one run without mixing runs.
-# 'precision_used' is what 'auto' chose on this session's device.
-_VOLATILE = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
-             'verbose', 'precision_used')
-
-
-def ready_loop(loop):
-  """What `train` does to a freshly built Loop before its first step.
+def ready_loop(loop, light_step=True):
+  """What `build_loop` does to a freshly built Loop before its first step.
 
   Places the optimizer state on the training device (`_compat`), and with
-  `LIGHT_STEP` gives single-device trainers the lighter `one_step` and a
-  donating update.
+  `light_step` gives single-device trainers the lighter `one_step` (the same
+  step with less host work, `_compat._one_step_one_device`) and a donating
+  update; see `_compat.lighten_steps` and bench/README.md.
   """
   _compat.spread_optimizer_state(loop)
-  if LIGHT_STEP:
+  if light_step:
     _compat.lighten_steps(loop)
 
 
@@ -78,7 +68,29 @@ def default_run_name(model, dataset, recipe, seed, overrides=None):
   return name.replace('(', '').replace(')', '').replace(',', '.').replace(' ', '')
 
 
-def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
+def default_workdir(config, root='runs'):
+  """`root/<run name>`, or the folder an older version named this run.
+
+  A run made with the recipe's old name ('seed', now 'notebook') lives in
+  `..._seed_s0`; if that folder exists and this run's does not, it is the
+  run's folder, so a rerun resumes or skips it instead of training again.
+  """
+  workdir = os.path.join(root, config['run_name'])
+  if os.path.exists(workdir):
+    return workdir
+  recipe = config['recipe']
+  for old, new in recipes.ALIASES.items():
+    if new != recipe:
+      continue
+    legacy = os.path.join(root, default_run_name(
+        config['model'], config['dataset'], old, config['seed'],
+        config['overrides']))
+    if os.path.exists(os.path.join(legacy, 'config.json')):
+      return legacy
+  return workdir
+
+
+def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
                 seed=0, data_dir=None, **overrides):
   """The resolved config of a run, before the data set is loaded.
 
@@ -93,6 +105,7 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
     if not isinstance(steps, (int, np.integer)) or steps <= 0:
       raise ValueError(f'steps must be a positive int, got {steps!r}')
     overrides = dict(overrides, steps=int(steps))
+  recipe = recipes.canonical(recipe)  # 'seed' (old name) -> 'notebook'
   r = recipes.get(recipe, dataset, **overrides)
   if r['preprocess'] is None:
     r['preprocess'] = data_lib.default_preprocess(dataset)
@@ -123,38 +136,11 @@ def host_preprocess(config):
   return config['preprocess']
 
 
-def check_same_run(old, new, workdir):
-  """Raises ValueError naming the fields in which two configs differ.
-
-  `old` is what `workdir/config.json` holds; anything but a JSON object
-  there raises runio.CorruptFileError naming that file.
-
-  Compares the fields both configs have (less the volatile ones); a field
-  that `new` leaves as None because it is resolved only after the data set is loaded
-  ('steps' from 'epochs') is skipped.
-  """
-  if not isinstance(old, dict):  # JSON, but not what train() writes
-    raise runio.CorruptFileError(os.path.join(workdir, 'config.json'),
-                                 f'a JSON {type(old).__name__}, not an object')
-  # A field that `old` lacks was added to the recipes after that run was
-  # made (e.g. precise_bn_batches); the run keeps what it was made with.
-  keys = (set(new) & set(old)) - set(_VOLATILE)
-  diff = sorted(k for k in keys
-                if not (k == 'steps' and new[k] is None)
-                and _jsonable(old.get(k)) != _jsonable(new.get(k)))
-  if diff:
-    details = '; '.join(f'{k}: {old.get(k)!r} there, {new.get(k)!r} now'
-                        for k in diff)
-    raise ValueError(
-        f'{workdir} holds a run of another config ({details}). Use another '
-        'workdir for this config, or delete that folder to start it again.')
+# The run record's comparison of two configs (kept here by its old name).
+check_same_run = record.check_same_run
 
 
-def _jsonable(x):
-  return json.loads(json.dumps(x))
-
-
-def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
+def train(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
           workdir=None, seed=0, data_dir=None, verbose=True, **overrides):
   """Trains `model` on `dataset` with `recipe`; resumable.
 
@@ -162,8 +148,8 @@ def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
     model: any name `wrn_trax.models` reads, e.g. 'WRN-28-10',
       'WRN-40-2-B(3,1,3)' or 'stock-WRN-22-1'.
     dataset: one of `wrn_trax.data.DATASETS`.
-    recipe: 'seed' (the Kaggle notebooks), 'paper' (Sec. 3 of the paper) or
-      'smoke' (minutes on a CPU).
+    recipe: 'notebook' (the seed Kaggle notebooks; 'seed' is its old name),
+      'paper' (Sec. 3 of the paper) or 'smoke' (minutes on a CPU).
     steps: total training steps; default: the recipe's.
     workdir: the run folder; default `runs/<run name>`.
     seed: seeds weights, dropout, shuffling and augmentation.
@@ -181,7 +167,16 @@ def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
   """
   config = make_config(model, dataset, recipe, steps, seed, data_dir,
                        **overrides)
-  workdir = workdir or os.path.join('runs', config['run_name'])
+  return train_config(config, workdir, verbose)
+
+
+def train_config(config, workdir=None, verbose=True):
+  """Trains the run of a `make_config` config; what `train` does after it.
+
+  `sweep` plans its members as configs and trains each through here, so a
+  member's config is built and checked once.
+  """
+  workdir = workdir or default_workdir(config)
   config_path = os.path.join(workdir, 'config.json')
   # A garbage config.json or summary.json, or a truncated checkpoint, raises
   # runio.CorruptFileError naming the file before anything is written.
@@ -197,7 +192,7 @@ def train(model='WRN-16-4', dataset='digits', recipe='seed', steps=None,
       summary = runio.finished_summary(workdir)
       if summary is None:
         runio.check_checkpoint(workdir)
-        return _Run(config, workdir, verbose).run()
+        return run_session(config, workdir, verbose)
   if verbose:
     print(f'{workdir}: already {summary["status"]} at step '
           f'{summary["step"]} (test error {_pct(summary["test_error"])})')
@@ -208,237 +203,152 @@ def _pct(x):
   return 'n/a' if x is None else f'{100 * x:.2f}%'
 
 
-class _Run:
-  """One training session of one run folder."""
+class BuiltLoop(NamedTuple):
+  """What `build_loop` returns: trax's Loop and the models beside it."""
+  loop: Any           # trax.supervised.training.Loop, ready to train
+  eval_model: Any     # eval mode: the final evaluation's model
+  bn_model: Any       # train mode, its own copy: precise BN statistics
+  schedule: Any       # step -> learning rate
 
-  def __init__(self, config, workdir, verbose):
-    self.config = config
-    self.workdir = workdir
-    self.verbose = verbose
-    self.metrics_path = os.path.join(workdir, 'metrics.jsonl')
-    self.summary_path = os.path.join(workdir, 'summary.json')
-    self._loop = None
 
-  def run(self):
-    import trax  # pylint: disable=g-import-not-at-top
-    c = self.config
-    trax.fastmath.set_backend(c['backend'])
-    if c['backend'] == 'jax':
-      _hide_gpus_from_tensorflow()
-    ds = data_lib.load(c['dataset'], c['data_dir'])
-    steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
-    c['steps'], c['lr_milestone_steps'] = steps, list(milestones)
-    c['n_classes'] = int(ds.n_classes)
-    c['image_shape'] = list(ds.train_images.shape[1:])
-    c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
-    c['versions'] = _versions()
-    c['device'], c['n_devices'] = _device()
-    c['precision_used'] = precision_lib.resolve(c['precision'],
-                                                n_devices=c['n_devices'])
-    os.makedirs(self.workdir, exist_ok=True)
-    config_path = os.path.join(self.workdir, 'config.json')
-    if os.path.exists(config_path):
-      check_same_run(runio.read_json(config_path), c, self.workdir)
-    else:
-      runio.write_json(config_path, c)
-    try:
-      return self._train(ds)
-    except KeyboardInterrupt:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      summary = self._summary('failed', f'{type(e).__name__}: {e}',
-                              step=self._last_step())
-      runio.write_json(self.summary_path, summary)
-      raise
+def resolve(config, ds):
+  """`config` completed once the data set and the device are known.
 
-  def _last_step(self):
-    rows = runio.read_jsonl(self.metrics_path)
-    return max((r['step'] for r in rows), default=0)
+  Returns a new dict: steps and learning-rate milestones in steps (from
+  epochs where the recipe has them), the data set's sizes and image shape,
+  package versions, the device and the precision 'auto' chose on it.
+  """
+  c = dict(config)
+  steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
+  c['steps'], c['lr_milestone_steps'] = steps, list(milestones)
+  c['n_classes'] = int(ds.n_classes)
+  c['image_shape'] = list(ds.train_images.shape[1:])
+  c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
+  c['versions'] = _versions()
+  c['device'], c['n_devices'] = _device()
+  c['precision_used'] = precision_lib.resolve(c['precision'],
+                                              n_devices=c['n_devices'])
+  return c
 
-  def _build_loop(self, ds):
-    import trax  # pylint: disable=g-import-not-at-top
-    from trax import layers as tl  # pylint: disable=g-import-not-at-top
-    from trax.supervised import training  # pylint: disable=g-import-not-at-top
-    c = self.config
-    n_devices = c['n_devices']
-    if c['batch_size'] % n_devices:
-      raise ValueError(
-          f'batch_size {c["batch_size"]} does not divide over {n_devices} '
-          f'devices; pass batch_size= a multiple of {n_devices}')
-    build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
-                                      dropout=c['dropout'], mode=mode,
-                                      precision=c['precision_used'])
-    # augment='device': the preprocessing is the model's first layer, whose
-    # 'train' mode crops and flips and 'eval' mode only normalises (the
-    # in-training eval never augments, even with eval_bn='batch', whose
-    # network runs in train mode).
-    network, device = build, c.get('augment', 'host') == 'device'
-    build = lambda mode, augment_mode=None: (
-        augment_lib.with_preprocess(network(mode), ds, c['preprocess'],
-                                    augment_mode or mode)
-        if device else network(mode))
-    self.eval_model = build('eval')
-    self.bn_model = build('train')  # for the precise BN statistics
-    model = build('train')
-    # The cheap in-training eval: eval mode (running BN averages) or, as the
-    # seed notebooks, the train-mode model (each eval batch's own BN
-    # statistics). Loop drops the state its evals return, so neither changes
-    # the training state.
-    loop_eval_model = (build('train', 'eval') if c['eval_bn'] == 'batch'
-                       else self.eval_model)
-    restart = _restored_step(self.workdir)
-    # A resumed session draws a fresh permutation stream (seeded by the step)
-    # instead of replaying the first epoch's order.
-    train_stream = data_lib.train_batches(
-        ds, c['batch_size'], preprocess=host_preprocess(c),
-        seed=c['seed'] * 1_000_003 + restart)
-    sample_stream = data_lib.eval_sample_batches(
-        ds, c['batch_size'], preprocess=host_preprocess(c), seed=c['seed'])
-    schedule = optim.piecewise_constant(c['lr'], c['lr_milestone_steps'],
-                                        c['lr_decay'])
-    self.schedule = schedule
-    task = training.TrainTask(
-        labeled_data=train_stream,
-        loss_layer=tl.CrossEntropyLoss(),
-        optimizer=optim.make_optimizer(c),
-        lr_schedule=schedule,
-        n_steps_per_checkpoint=c['checkpoint_every'])
-    eval_task = training.EvalTask(
-        labeled_data=sample_stream,
-        metrics=[tl.CrossEntropyLoss(), tl.Accuracy()],
-        n_eval_batches=c['eval_batches'])
-    every = c['eval_every']
-    steps = c['steps']
-    return training.Loop(
+
+def build_loop(config, ds, workdir, *, light_step=True, out=None):
+  """trax's `training.Loop` of a resolved config, restored and ready.
+
+  The Loop restores `workdir`'s checkpoint if there is one (through the
+  restricted unpickler), then `ready_loop` places the optimizer state on the
+  training device and, with `light_step`, gives single-device trainers the
+  lighter one-step. Nothing is trained or written.
+
+  Args:
+    config: a config from `resolve`.
+    ds: the data set (`wrn_trax.data.load`).
+    workdir: the run folder (Loop's output_dir).
+    light_step: `_compat._one_step_one_device` on one device (the same step
+      with less host work, and a donating update); False keeps trax's own.
+    out: where trax's prints go while building (default: swallowed).
+
+  Returns:
+    A `BuiltLoop`.
+  """
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  from trax.supervised import training  # pylint: disable=g-import-not-at-top
+  c = config
+  n_devices = c['n_devices']
+  if c['batch_size'] % n_devices:
+    raise ValueError(
+        f'batch_size {c["batch_size"]} does not divide over {n_devices} '
+        f'devices; pass batch_size= a multiple of {n_devices}')
+  build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
+                                    dropout=c['dropout'], mode=mode,
+                                    precision=c['precision_used'])
+  # augment='device': the preprocessing is the model's first layer, whose
+  # 'train' mode crops and flips and 'eval' mode only normalises (the
+  # in-training eval never augments, even with eval_bn='batch', whose
+  # network runs in train mode).
+  network, device = build, c.get('augment', 'host') == 'device'
+  build = lambda mode, augment_mode=None: (
+      augment_lib.with_preprocess(network(mode), ds, c['preprocess'],
+                                  augment_mode or mode)
+      if device else network(mode))
+  eval_model = build('eval')
+  bn_model = build('train')  # for the precise BN statistics
+  model = build('train')
+  # The cheap in-training eval: eval mode (running BN averages) or, as the
+  # seed notebooks, the train-mode model (each eval batch's own BN
+  # statistics). Loop drops the state its evals return, so neither changes
+  # the training state.
+  loop_eval_model = (build('train', 'eval') if c['eval_bn'] == 'batch'
+                     else eval_model)
+  restart = runio.checkpoint_step(workdir)
+  # A resumed session draws a fresh permutation stream (seeded by the step)
+  # instead of replaying the first epoch's order.
+  train_stream = data_lib.train_batches(
+      ds, c['batch_size'], preprocess=host_preprocess(c),
+      seed=c['seed'] * 1_000_003 + restart)
+  sample_stream = data_lib.eval_sample_batches(
+      ds, c['batch_size'], preprocess=host_preprocess(c), seed=c['seed'])
+  schedule = optim.piecewise_constant(c['lr'], c['lr_milestone_steps'],
+                                      c['lr_decay'])
+  task = training.TrainTask(
+      labeled_data=train_stream,
+      loss_layer=tl.CrossEntropyLoss(),
+      optimizer=optim.make_optimizer(c),
+      lr_schedule=schedule,
+      n_steps_per_checkpoint=c['checkpoint_every'])
+  eval_task = training.EvalTask(
+      labeled_data=sample_stream,
+      metrics=[tl.CrossEntropyLoss(), tl.Accuracy()],
+      n_eval_batches=c['eval_batches'])
+  every = c['eval_every']
+  steps = c['steps']
+  with contextlib.redirect_stdout(out or io.StringIO()), \
+      runio.restricted_checkpoints():
+    loop = training.Loop(
         model, [task], eval_model=loop_eval_model, eval_tasks=[eval_task],
-        output_dir=self.workdir,
+        output_dir=workdir,
         eval_at=lambda s: s == 1 or s % every == 0 or s == steps,
-        # _train saves checkpoints itself, after the step's evals are logged
-        # and written to metrics.jsonl (Loop saves before its evals, so a
-        # kill right after a checkpoint would lose that step's log lines).
+        # train_in_chunks saves checkpoints itself, after the step's evals
+        # are logged and written to metrics.jsonl (Loop saves before its
+        # evals, so a kill right after a checkpoint would lose that step's
+        # log lines).
         checkpoint_at=lambda s: False,
         n_devices=n_devices, random_seed=c['seed'])
+  ready_loop(loop, light_step=light_step)
+  return BuiltLoop(loop, eval_model, bn_model, schedule)
 
-  def _train(self, ds):
-    c = self.config
-    out = sys.stdout if self.verbose else io.StringIO()
-    with contextlib.redirect_stdout(out), runio.restricted_checkpoints():
-      loop = self._build_loop(ds)
-    ready_loop(loop)
-    start_step = loop.step
-    if c['precision_used'] == 'float16':  # the loss scale of the checkpoint
-      precision_lib.enable_loss_scaling(
-          loop, c['loss_scale_period'],
-          precision_lib.load_loss_scale(self.workdir, start_step))
-    self._loop = loop
-    if start_step and self.verbose:
-      print(f'{self.workdir}: resuming from the checkpoint at step '
-            f'{start_step} of {c["steps"]}')
-    # Keep only the metrics up to the restored checkpoint: a kill after the
-    # checkpoint leaves lines that the resumed run writes again.
-    rows = [r for r in runio.read_jsonl(self.metrics_path)
-            if r['step'] <= start_step]
-    runio.write_jsonl(self.metrics_path, rows)
-    seconds0 = max((r.get('seconds', 0.0) for r in rows), default=0.0)
-    logged = {(r['step'], r['split']) for r in rows}
-    steps = c['steps']
-    n_params = models.count_params(c['model'], n_classes=ds.n_classes)
-    flops = models.count_flops(c['model'], input_shape=tuple(c['image_shape']),
-                               n_classes=ds.n_classes)
-    periods = (c['eval_every'], c['checkpoint_every'], 100)
-    step_times = []
-    t_start = time.time()
-    bar = _progress(steps, start_step, c['run_name'], self.verbose)
-    status, reason = 'done', None
-    try:
-      while loop.step < steps:
-        if loop.step == start_step:
-          n = 1  # compiles; timed apart from the steady state
-        else:  # up to the next eval, checkpoint or 100-step mark
-          n = min(min(p - loop.step % p for p in periods), steps - loop.step)
-        t0 = time.time()
-        with contextlib.redirect_stdout(out):
-          loop.run(n)
-        dt = time.time() - t0
-        if loop.step - n > start_step:
-          step_times.append(dt / n)
-        bar.update(n)
-        elapsed = seconds0 + time.time() - t_start
-        new_rows = self._history_rows(loop, logged, elapsed, step_times)
-        runio.append_jsonl(self.metrics_path, new_rows)
-        if loop.step % c['checkpoint_every'] == 0 or loop.step == steps:
-          precision_lib.save_loss_scale(self.workdir, loop)  # before trax's
-          with contextlib.redirect_stdout(out):
-            loop.save_checkpoint('model')
-        if not optim.tree_all_finite(loop.model.weights) or any(
-            not np.isfinite(r['loss']) for r in new_rows):
-          status = 'diverged'
-          reason = (f'non-finite loss or weights by step {loop.step} '
-                    f'(lr {self.schedule(loop.step):g}); lower lr')
-          break
-        if precision_lib.diverged(loop):  # float16: skipped steps are not
-          status = 'diverged'
-          reason = (f'float16 gradients overflow even unscaled by step '
-                    f'{loop.step} (lr {self.schedule(loop.step):g}); lower lr '
-                    "or use precision='float32'")
-          break
-    finally:
-      bar.close()
-    test = running = None
-    if status == 'done':
-      test, running = self.final_eval(loop, ds)
-      elapsed = seconds0 + time.time() - t_start
-      row = dict(step=loop.step, split='test', loss=test['loss'],
-                 accuracy=test['accuracy'], lr=None, seconds=elapsed,
-                 images_per_s=None, bn=test['bn'],
-                 loss_running_bn=running['loss'],
-                 accuracy_running_bn=running['accuracy'])
-      runio.append_jsonl(self.metrics_path, [row])
-      if self.verbose:
-        print(f'Step {loop.step:6d}: test  error {_pct(test["error"])} on all '
-              f'{test["examples"]} test images (loss {test["loss"]:.4f}; '
-              f'BN statistics: {test["bn"]}; with trax\'s running BN '
-              f'averages: {_pct(running["error"])})')
-    summary = self._summary(status, reason, step=loop.step, test=test,
-                            running=running,
-                            params=n_params, flops=flops,
-                            step_times=step_times,
-                            wall=seconds0 + time.time() - t_start)
-    runio.write_json(self.summary_path, summary)
-    return summary
 
-  def final_eval(self, loop, ds):
-    """The full-test-split evaluation of the final weights, two ways.
+class MetricsLog:
+  """A run's `metrics.jsonl`: rows read from trax's history, each once.
 
-    Returns:
-      (test, running): `evaluate` results with BatchNorm statistics
-      recomputed over `precise_bn_batches` training batches (the headline;
-      equal to `running` when that field is 0), and with the running
-      averages trax kept during training (what the checkpoint holds). The
-      weights and state of `loop` are left as they are.
+  One row per (step, split): 'train' (loss, lr, images/s), 'eval' (the cheap
+  in-training eval; `bn` says how BatchNorm normalised) and 'test' (the final
+  whole-split evaluation).
+  """
+
+  def __init__(self, path, config, schedule):
+    self.path = path
+    self.batch_size = config['batch_size']
+    self.eval_bn = config.get('eval_bn', 'running')
+    self.schedule = schedule
+    self.logged = set()
+
+  def restart_at(self, step):
+    """Keeps the rows up to `step` (a restored checkpoint); their seconds.
+
+    A kill after the checkpoint leaves lines that the resumed run writes
+    again. Returns the training seconds logged up to `step` (0.0 if none).
     """
-    c = self.config
-    weights, state = loop.model.weights, loop.model.state
-    running = evaluate(self.eval_model, weights, state, ds, c['batch_size'],
-                       host_preprocess(c))
-    n = c.get('precise_bn_batches', 0)
-    if not n:
-      return dict(running, bn='running'), running
-    batches = data_lib.train_batches(
-        ds, c['batch_size'], preprocess=host_preprocess(c),
-        seed=c['seed'] * 1_000_003 + _PRECISE_BN_STREAM)
-    exact = precise_bn_state(self.bn_model, weights, state, batches, n,
-                             seed=c['seed'])
-    test = evaluate(self.eval_model, weights, exact, ds, c['batch_size'],
-                    host_preprocess(c))
-    return dict(test, bn=f'precise ({n} train batches)'), running
+    rows = [r for r in runio.read_jsonl(self.path) if r['step'] <= step]
+    runio.write_jsonl(self.path, rows)
+    self.logged = {(r['step'], r['split']) for r in rows}
+    return max((r.get('seconds', 0.0) for r in rows), default=0.0)
 
-  def _history_rows(self, loop, logged, elapsed, step_times):
-    """New metrics.jsonl rows from trax's history, deduplicated by step."""
+  def rows_from_history(self, loop, elapsed, step_times):
+    """New rows from trax's history (not yet logged), in step order."""
     h = loop.history
     loss_name = loop.tasks[0].loss_name
     median = float(np.median(step_times)) if step_times else None
-    ips = self.config['batch_size'] / median if median else None
+    ips = self.batch_size / median if median else None
     rows = []
     series = {
         'train': {'loss': h.get('train', f'metrics/{loss_name}')},
@@ -451,46 +361,229 @@ class _Run:
         for step, value in points:
           by_step.setdefault(int(step), {})[metric] = float(value)
       for step in sorted(by_step):
-        if (step, split) in logged:
+        if (step, split) in self.logged:
           continue
-        logged.add((step, split))
+        self.logged.add((step, split))
         row = dict(step=step, split=split, loss=by_step[step].get('loss'),
                    accuracy=by_step[step].get('accuracy'),
                    lr=float(self.schedule(step)), seconds=round(elapsed, 3),
                    images_per_s=ips if split == 'train' else None)
         if split == 'eval':
-          row['bn'] = self.config.get('eval_bn', 'running')
+          row['bn'] = self.eval_bn
         rows.append(row)
     rows.sort(key=lambda r: (r['step'], r['split'] != 'train'))
     return rows
 
-  def _summary(self, status, reason, step, test=None, running=None,
-               params=None, flops=None, step_times=(), wall=None):
-    rows = runio.read_jsonl(self.metrics_path)
-    evals = [r for r in rows if r['split'] == 'eval' and
-             r.get('accuracy') is not None]
-    best = min(evals, key=lambda r: 1 - r['accuracy'], default=None)
-    median = float(np.median(step_times)) if len(step_times) else None
-    scale = (precision_lib.loss_scale_of(self._loop) if self._loop is not None
-             else None)
-    return dict(
-        status=status, reason=reason, step=int(step),
-        steps=int(self.config['steps']),
-        test_error=None if test is None else test['error'],
-        test_loss=None if test is None else test['loss'],
-        test_bn=None if test is None else test['bn'],
-        test_error_running_bn=None if running is None else running['error'],
-        test_loss_running_bn=None if running is None else running['loss'],
-        eval_examples=0 if test is None else test['examples'],
-        best_eval_error=None if best is None else 1 - best['accuracy'],
-        best_eval_step=None if best is None else best['step'],
-        params=params, flops=flops, wall_seconds=wall,
-        median_step_seconds=median,
-        images_per_s=(self.config['batch_size'] / median) if median else None,
-        peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb(),
-        precision=self.config.get('precision_used'),
-        loss_scale=None if scale is None else scale['scale'],
-        skipped_steps=None if scale is None else scale['skipped'])
+  def append(self, rows):
+    runio.append_jsonl(self.path, rows)
+
+  def rows(self):
+    return runio.read_jsonl(self.path)
+
+  def last_step(self):
+    return max((r['step'] for r in self.rows()), default=0)
+
+
+class ChunkResult(NamedTuple):
+  """What `train_in_chunks` did: how it ended and how fast it went."""
+  status: str         # 'done' or 'diverged'
+  reason: Any         # why it diverged (None when done)
+  start_step: int     # the step the session started from (0, or resumed)
+  step_times: list    # seconds per step of each timed chunk (not the first)
+  seconds0: float     # the seconds logged before this session (resumes)
+  t_start: float      # time.time() when this session's training began
+
+  def elapsed(self):
+    """Seconds of the run until now, earlier sessions included."""
+    return self.seconds0 + time.time() - self.t_start
+
+
+def train_in_chunks(built, config, workdir, log, *, out=None,
+                    verbose=False):
+  """Trains `built.loop` to `config['steps']` in chunks; logs, checkpoints.
+
+  Each chunk runs up to the next eval, checkpoint or 100-step mark (the
+  first one step, which compiles and is timed apart). After each chunk the
+  new history rows go to `log`, a checkpoint is saved when one is due (the
+  float16 loss scale first), and the weights and losses are checked:
+  non-finite ones end the session as 'diverged'.
+  """
+  c, loop = config, built.loop
+  out = out or io.StringIO()
+  start_step = loop.step
+  if c['precision_used'] == 'float16':  # the loss scale of the checkpoint
+    precision_lib.enable_loss_scaling(
+        loop, c['loss_scale_period'],
+        precision_lib.load_loss_scale(workdir, start_step))
+  if start_step and verbose:
+    print(f'{workdir}: resuming from the checkpoint at step '
+          f'{start_step} of {c["steps"]}')
+  seconds0 = log.restart_at(start_step)
+  steps = c['steps']
+  periods = (c['eval_every'], c['checkpoint_every'], 100)
+  step_times = []
+  t_start = time.time()
+  bar = _progress(steps, start_step, c['run_name'], verbose)
+  status, reason = 'done', None
+  try:
+    while loop.step < steps:
+      if loop.step == start_step:
+        n = 1  # compiles; timed apart from the steady state
+      else:  # up to the next eval, checkpoint or 100-step mark
+        n = min(min(p - loop.step % p for p in periods), steps - loop.step)
+      t0 = time.time()
+      with contextlib.redirect_stdout(out):
+        loop.run(n)
+      dt = time.time() - t0
+      if loop.step - n > start_step:
+        step_times.append(dt / n)
+      bar.update(n)
+      new_rows = log.rows_from_history(
+          loop, seconds0 + time.time() - t_start, step_times)
+      log.append(new_rows)
+      if loop.step % c['checkpoint_every'] == 0 or loop.step == steps:
+        precision_lib.save_loss_scale(workdir, loop)  # before trax's
+        with contextlib.redirect_stdout(out):
+          loop.save_checkpoint('model')
+      if not optim.tree_all_finite(loop.model.weights) or any(
+          not np.isfinite(r['loss']) for r in new_rows):
+        status = 'diverged'
+        reason = (f'non-finite loss or weights by step {loop.step} '
+                  f'(lr {built.schedule(loop.step):g}); lower lr')
+        break
+      if precision_lib.diverged(loop):  # float16: skipped steps are not
+        status = 'diverged'
+        reason = (f'float16 gradients overflow even unscaled by step '
+                  f'{loop.step} (lr {built.schedule(loop.step):g}); lower lr '
+                  "or use precision='float32'")
+        break
+  finally:
+    bar.close()
+  return ChunkResult(status, reason, start_step, step_times, seconds0,
+                     t_start)
+
+
+def final_eval(built, config, ds):
+  """The full-test-split evaluation of the final weights, two ways.
+
+  Returns:
+    (test, running): `evaluate` results with BatchNorm statistics
+    recomputed over `precise_bn_batches` training batches (the headline;
+    equal to `running` when that field is 0), and with the running
+    averages trax kept during training (what the checkpoint holds). The
+    weights and state of the loop are left as they are.
+  """
+  c, loop = config, built.loop
+  weights, state = loop.model.weights, loop.model.state
+  running = evaluate(built.eval_model, weights, state, ds, c['batch_size'],
+                     host_preprocess(c))
+  n = c.get('precise_bn_batches', 0)
+  if not n:
+    return dict(running, bn='running'), running
+  batches = data_lib.train_batches(
+      ds, c['batch_size'], preprocess=host_preprocess(c),
+      seed=c['seed'] * 1_000_003 + _PRECISE_BN_STREAM)
+  exact = precise_bn_state(built.bn_model, weights, state, batches, n,
+                           seed=c['seed'])
+  test = evaluate(built.eval_model, weights, exact, ds, c['batch_size'],
+                  host_preprocess(c))
+  return dict(test, bn=f'precise ({n} train batches)'), running
+
+
+def test_row(step, test, running, seconds):
+  """The metrics.jsonl row of the final evaluation."""
+  return dict(step=step, split='test', loss=test['loss'],
+              accuracy=test['accuracy'], lr=None, seconds=seconds,
+              images_per_s=None, bn=test['bn'],
+              loss_running_bn=running['loss'],
+              accuracy_running_bn=running['accuracy'])
+
+
+def run_session(config, workdir, verbose=True, *, light_step=True):
+  """One training session of a run folder the caller holds the lock of.
+
+  Loads the data, resolves and records the config (or checks it against
+  the folder's), builds the Loop (resuming from its checkpoint), trains in
+  chunks, evaluates on the whole test split and writes the summary. Any
+  exception but a KeyboardInterrupt is recorded as a 'failed' summary
+  (`record.write_failed_summary`) and raised again.
+  """
+  import trax  # pylint: disable=g-import-not-at-top
+  trax.fastmath.set_backend(config['backend'])
+  if config['backend'] == 'jax':
+    _hide_gpus_from_tensorflow()
+  ds = data_lib.load(config['dataset'], config['data_dir'])
+  c = resolve(config, ds)
+  os.makedirs(workdir, exist_ok=True)
+  config_path = os.path.join(workdir, 'config.json')
+  if os.path.exists(config_path):
+    check_same_run(runio.read_json(config_path), c, workdir)
+  else:
+    runio.write_json(config_path, c)
+  log = MetricsLog(os.path.join(workdir, 'metrics.jsonl'), c, None)
+  built = None
+  try:
+    out = sys.stdout if verbose else io.StringIO()
+    built = build_loop(c, ds, workdir, light_step=light_step, out=out)
+    log.schedule = built.schedule
+    done = train_in_chunks(built, c, workdir, log, out=out, verbose=verbose)
+    loop = built.loop
+    test = running = None
+    if done.status == 'done':
+      test, running = final_eval(built, c, ds)
+      log.append([test_row(loop.step, test, running, done.elapsed())])
+      if verbose:
+        print(f'Step {loop.step:6d}: test  error {_pct(test["error"])} on '
+              f'all {test["examples"]} test images (loss {test["loss"]:.4f}; '
+              f'BN statistics: {test["bn"]}; with trax\'s running BN '
+              f'averages: {_pct(running["error"])})')
+    summary = make_summary(
+        c, log, done.status, done.reason, step=loop.step, test=test,
+        running=running, ds=ds, step_times=done.step_times,
+        wall=done.elapsed(), loop=loop)
+    record.write_summary(workdir, summary)
+    return summary.to_dict()
+  except KeyboardInterrupt:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    record.write_failed_summary(
+        workdir, f'{type(e).__name__}: {e}', step=log.last_step(),
+        steps=c['steps'], precision=c.get('precision_used'))
+    raise
+
+
+def make_summary(config, log, status, reason, step, test=None, running=None,
+                 ds=None, step_times=(), wall=None, loop=None):
+  """The `record.Summary` of a session that ran to its end (done/diverged)."""
+  c = config
+  evals = [r for r in log.rows() if r['split'] == 'eval' and
+           r.get('accuracy') is not None]
+  best = min(evals, key=lambda r: 1 - r['accuracy'], default=None)
+  median = float(np.median(step_times)) if len(step_times) else None
+  scale = precision_lib.loss_scale_of(loop) if loop is not None else None
+  params = flops = None
+  if ds is not None:
+    params = models.count_params(c['model'], n_classes=ds.n_classes)
+    flops = models.count_flops(c['model'], input_shape=tuple(c['image_shape']),
+                               n_classes=ds.n_classes)
+  return record.Summary(
+      status=status, reason=reason, step=int(step),
+      steps=int(c['steps']),
+      test_error=None if test is None else test['error'],
+      test_loss=None if test is None else test['loss'],
+      test_bn=None if test is None else test['bn'],
+      test_error_running_bn=None if running is None else running['error'],
+      test_loss_running_bn=None if running is None else running['loss'],
+      eval_examples=0 if test is None else test['examples'],
+      best_eval_error=None if best is None else 1 - best['accuracy'],
+      best_eval_step=None if best is None else best['step'],
+      params=params, flops=flops, wall_seconds=wall,
+      median_step_seconds=median,
+      images_per_s=(c['batch_size'] / median) if median else None,
+      peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb(),
+      precision=c.get('precision_used'),
+      loss_scale=None if scale is None else scale['scale'],
+      skipped_steps=None if scale is None else scale['skipped'])
 
 
 # Offset of the precise-BN batch stream from the training stream's seeds.
@@ -583,7 +676,7 @@ def evaluate(eval_model, weights, state, ds, batch_size, preprocess):
 
   fn = fastmath.jit(batch_sums)
   loss = correct = count = 0.0
-  for x, y, w in data_lib.eval_batches(ds, batch_size, preprocess=preprocess):
+  for x, y, w in data_lib.test_batches(ds, batch_size, preprocess=preprocess):
     l, a, n = fn(x, y, w, weights, state)
     loss, correct, count = loss + float(l), correct + float(a), count + float(n)
   count = int(round(count))
@@ -627,14 +720,6 @@ def load_checkpoint(workdir, mode='eval'):
       model.weights_and_state_signature(signature))
   return dict(model=model, weights=weights, state=state, step=int(d['step']),
               config=config)
-
-
-def _restored_step(workdir):
-  """The step of trax's checkpoint in `workdir` (0 if none), read safely.
-
-  Raises runio.CorruptFileError if model.pkl.gz is truncated or unreadable.
-  """
-  return runio.checkpoint_step(workdir)
 
 
 def _progress(total, initial, name, verbose):

@@ -4,7 +4,9 @@ A package of three layers, kept apart (load -> pure functions on frames ->
 plots on an `ax`), plus the report writer:
 
 * `report.io`: `load_runs(root)` and `load_curves(root)` read the run folders
-  that training writes (config.json, metrics.jsonl, summary.json).
+  that training writes (config.json, metrics.jsonl, summary.json) through
+  the run record (`wrn_trax.record`); `run_row` and `runs_frame` are the one
+  way a run becomes a row, which `wrn_trax.sweep` uses for its members.
 * `report.analysis`: `summarize(runs)` (median/mean/std of the test error over
   seeds, the paper's figure beside ours), `differing_columns(runs)` (what a
   legend has to name), `curve_stats` (per-step median/min/max over seeds),
@@ -29,14 +31,14 @@ from wrn_trax.report.analysis import (PAPER_UNITS, curve_keys, curve_stats,
                                       differing_columns, format_table,
                                       markdown_table, summarize)
 from wrn_trax.report.io import (CONFIG_KEYS, SUMMARY_FIELDS, load_curves,
-                                load_runs)
+                                load_runs, read_summary, run_row, runs_frame)
 from wrn_trax.report.plots import (plot_curves, plot_error_vs_k,
                                    plot_error_vs_params, plot_throughput_vs_k)
 from wrn_trax.report.write import write_report
 
 __all__ = (
     'CONFIG_KEYS', 'SUMMARY_FIELDS', 'PAPER_UNITS',
-    'load_runs', 'load_curves',
+    'load_runs', 'load_curves', 'read_summary', 'run_row', 'runs_frame',
     'summarize', 'differing_columns', 'curve_keys', 'curve_stats',
     'format_table', 'markdown_table',
     'plot_curves', 'plot_error_vs_k', 'plot_error_vs_params',

@@ -20,6 +20,7 @@ import warnings
 
 import pandas as pd
 
+from wrn_trax import record
 from wrn_trax import runio
 
 # Columns that define a configuration: runs that agree on all of these are
@@ -27,17 +28,13 @@ from wrn_trax import runio
 CONFIG_KEYS = ('family', 'model', 'depth', 'widen_factor', 'block', 'dropout',
                'dataset', 'recipe', 'steps')
 
-# Fields of summary.json, and columns load_runs derives; everything else in a
-# run row came from config.json.
-SUMMARY_FIELDS = (
-    'status', 'reason', 'step', 'steps', 'test_error', 'test_loss', 'test_bn',
-    'test_error_running_bn', 'test_loss_running_bn', 'eval_examples',
-    'best_eval_error', 'best_eval_step', 'params', 'flops',
-    'wall_seconds', 'median_step_seconds', 'images_per_s', 'peak_host_mb',
-    'peak_device_mb')
+# Fields of summary.json (the run record's `Summary`, in its order), and
+# columns load_runs derives; everything else in a run row came from
+# config.json.
+SUMMARY_FIELDS = record.SUMMARY_FIELDS
 _DERIVED = ('run', 'error_pct', 'error_pct_running_bn', 'path')
 _NUMERIC_SUMMARY = tuple(f for f in SUMMARY_FIELDS
-                         if f not in ('status', 'reason', 'test_bn'))
+                         if f not in record.SUMMARY_TEXT_FIELDS)
 # Summary fields that are fractions by the contract, and the percent columns
 # load_runs derives from them.
 _FRACTION_TO_PCT = {'test_error': 'error_pct',
@@ -156,28 +153,58 @@ def load_runs(root):
     except (OSError, runio.CorruptFileError) as e:
       warnings.warn(f'skipping the run in {run_dir}: {e}')
       continue
-    row = _flatten(config)
-    summary_path = run_dir / 'summary.json'
-    summary = None
-    reason = 'no summary.json'
-    if summary_path.is_file():
-      try:
-        summary = _read_json(summary_path)
-      except (OSError, runio.CorruptFileError) as e:
-        warnings.warn(f'{e} (the run in {run_dir} is reported as incomplete)')
-        reason = 'unreadable summary.json'
-    if summary is None:
-      steps = [r['step'] for r in _read_jsonl(run_dir / 'metrics.jsonl')
-               if isinstance(r, dict) and r.get('step') is not None]
-      summary = {'status': 'incomplete', 'reason': reason,
-                 'step': max(steps) if steps else None}
-    row.update(_flatten(summary))
-    row['run'] = run_dir.name
-    row['path'] = str(run_dir)
-    rows.append(row)
+    rows.append(run_row(config, read_summary(run_dir), run_dir))
   if not rows:
     raise FileNotFoundError(
         f'No readable runs under {str(root)!r}: {_HOW_TO_MAKE_RUNS}.')
+  return runs_frame(rows)
+
+
+def read_summary(run_dir):
+  """summary.json of a run folder as a dict, as `load_runs` reads it.
+
+  A folder without one (or with an unreadable one, warned about) gets status
+  'incomplete' and the last step metrics.jsonl logged.
+  """
+  run_dir = pathlib.Path(run_dir)
+  summary_path = run_dir / 'summary.json'
+  reason = 'no summary.json'
+  if summary_path.is_file():
+    try:
+      return _read_json(summary_path)
+    except (OSError, runio.CorruptFileError) as e:
+      warnings.warn(f'{e} (the run in {run_dir} is reported as incomplete)')
+      reason = 'unreadable summary.json'
+  steps = [r['step'] for r in _read_jsonl(run_dir / 'metrics.jsonl')
+           if isinstance(r, dict) and r.get('step') is not None]
+  return {'status': 'incomplete', 'reason': reason,
+          'step': max(steps) if steps else None}
+
+
+def run_row(config, summary, run_dir):
+  """One run's row: its config (in today's terms) and summary, flattened.
+
+  The one place a run becomes a row: `load_runs` and `wrn_trax.sweep` (for
+  members it has just trained, or that failed before writing config.json)
+  both build rows here and frames with `runs_frame`.
+  """
+  # An older version's config in today's terms (recipe 'seed' ->
+  # 'notebook'), so old and new runs of one setup group together.
+  row = _flatten(record.upgrade_config(config))
+  row.update(_flatten(summary))
+  row['run'] = pathlib.Path(run_dir).name
+  row['path'] = str(run_dir)
+  return row
+
+
+def runs_frame(rows, sort=True):
+  """The frame of `run_row` rows: typed summary columns, percent columns.
+
+  Every summary field is a column (None where a run lacks it); numeric ones
+  are numbers; `error_pct` and `error_pct_running_bn` are 100 x the
+  fractions. With `sort`, rows are sorted stably by configuration, seed and
+  run name; else they keep the order given (a sweep's member order).
+  """
   runs = pd.DataFrame(rows)
   for field in SUMMARY_FIELDS:
     if field not in runs.columns:
@@ -187,8 +214,9 @@ def load_runs(root):
   for field, pct in _FRACTION_TO_PCT.items():
     runs[pct] = _fraction_to_pct(runs[field], f'summary.json {field}',
                                  runs['run'])
-  keys = [k for k in _SORT_KEYS if k in runs.columns]
-  runs = runs.sort_values(keys, kind='stable', na_position='last')
+  if sort:
+    keys = [k for k in _SORT_KEYS if k in runs.columns]
+    runs = runs.sort_values(keys, kind='stable', na_position='last')
   first = ['run', 'status'] + [k for k in CONFIG_KEYS if k in runs.columns]
   first += ['seed'] if 'seed' in runs.columns else []
   first += ['error_pct']
