@@ -622,7 +622,11 @@ def test_folder_load_bench_runs_small(tmp_path, cache_env, monkeypatch,
   assert all(r['first_s'] > 0 and r['images'] == 30 for r in runs)
   assert check['train_shape'] == [20, 32, 32, 3]
   assert check['train_per_class'] == [2] * 10
-  assert out_json.is_file() and '| 1 | 30 |' in capsys.readouterr().out
+  assert '| 1 | 30 |' in capsys.readouterr().out
+  import json  # pylint: disable=g-import-not-at-top
+  written = json.loads(out_json.read_text())  # what the script wrote
+  assert written['runs'] == runs and written['check'] == check
+  assert written['path'] == str(tmp_path / 'imgs')
   assert not list((tmp_path / 'imgs').glob('.wrn_trax_cache*'))  # Temp cache.
   assert 'WRN_TRAX_CACHE' not in os.environ
 

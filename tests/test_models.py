@@ -1,4 +1,5 @@
 """Tests for wrn_trax.models: names, parameter/FLOP counts, forward passes."""
+import dataclasses
 import math
 
 import wrn_trax  # pylint: disable=unused-import  # before trax: quiet imports
@@ -149,7 +150,7 @@ def test_parse_rules():
   assert models.parse('WRN-40-4-B(3)').blocks_per_group == 6  # general rule
   assert models.parse('STOCK-wrn-22-1') == models.Spec(
       'stock', 22, 1, (3, 3), 3)
-  with pytest.raises(Exception):
+  with pytest.raises(dataclasses.FrozenInstanceError):
     models.parse('WRN-28-10').depth = 16  # frozen
 
 

@@ -231,6 +231,43 @@ def kaggle_input(tmp_path_factory):
   return tmp / 'input', wheel
 
 
+# Appended to each notebook under test: writes what the notebook computed
+# (its run frames, and the files write_report said it wrote) to a JSON file,
+# so the test compares the notebook's own values with the run folders.
+_PROBE = """
+import json as _json
+import pandas as _pd
+_probe = {}
+for _name, _value in list(globals().items()):
+  if (isinstance(_value, _pd.DataFrame) and not _name.startswith('_') and
+      {'run', 'test_error'} <= set(_value.columns)):
+    _probe[_name] = _value[['run', 'status', 'test_error']].to_dict('records')
+if 'written' in globals():
+  _probe['written'] = sorted(
+      str(p) for p in (written.values() if isinstance(written, dict)
+                       else written))
+with open(PROBE_PATH, 'w') as _f:
+  _json.dump(_probe, _f)
+"""
+
+
+def _with_probe(nb, path):
+  cell = nbformat.v4.new_code_cell(f'PROBE_PATH = {str(path)!r}\n' + _PROBE)
+  cell.metadata['tags'] = ['test-probe']
+  nb.cells.append(cell)
+  return nb
+
+
+def _rich(cell, mime):
+  """The `mime` data of a cell's display and result outputs, joined."""
+  out = []
+  for o in cell.get('outputs', []):
+    value = o.get('data', {}).get(mime)
+    if value is not None:
+      out.append(''.join(value) if isinstance(value, list) else value)
+  return '\n'.join(out)
+
+
 def _outputs(cell, name='stdout'):
   return ''.join(o.get('text', '') for o in cell.outputs
                  if o.get('name') == name)
@@ -259,7 +296,7 @@ def test_executes_in_smoke_mode(path, tmp_path, kaggle_input):
                 wrn_trax_source=str(inputs / '**' / 'wrn_trax-*.whl'))
   if path.stem.startswith('03'):
     params['out'] = str(out)
-  nb = _inject(_read(path), **params)
+  nb = _with_probe(_inject(_read(path), **params), tmp_path / 'probe.json')
   client = nbclient.NotebookClient(
       nb, timeout=CELL_TIMEOUT_S, kernel_name='python3',
       resources={'metadata': {'path': str(tmp_path)}})
@@ -283,12 +320,40 @@ def test_executes_in_smoke_mode(path, tmp_path, kaggle_input):
     assert config['versions']['wrn_trax'] == WHEEL_VERSION
     assert summary['status'] == 'done' and summary['step'] == SMOKE_STEPS
     assert 0 <= summary['test_error'] <= 1
-  assert any('image/png' in o.get('data', {})
-             for cell in nb.cells for o in cell.get('outputs', [])), (
-                 'no plot was displayed')
+  by_run = {c['run_name']: s for c, s in runs}
+  # The frames the notebook computed hold the runs' recorded results.
+  probe = json.loads((tmp_path / 'probe.json').read_text())
+  frames = {k: v for k, v in probe.items() if k != 'written'}
+  assert frames, 'the notebook made no frame of runs'
+  seen = set()
+  for name, records in frames.items():
+    for row in records:
+      assert row['run'] in by_run, (name, row['run'], sorted(by_run))
+      assert row['status'] == 'done', (name, row)
+      assert row['test_error'] == pytest.approx(
+          by_run[row['run']]['test_error']), (name, row)
+      seen.add(row['run'])
+  assert seen == set(by_run), (seen, sorted(by_run))
+  # Every summary table it displayed names the models it trained.
+  tables = [_rich(c, 'text/markdown') for c in nb.cells
+            if 'format_table' in c.get('source', '')]
+  assert tables and all(tables), 'a summary table was not displayed'
+  models = {c['model'] for c, _ in runs}
+  assert all(any(m in t for t in tables) for m in models), (models, tables)
+  # Every plotting cell displayed a figure.
+  plot_cells = [c for c in nb.cells if c.cell_type == 'code' and
+                'report.plot_' in c.source]
+  assert plot_cells
+  for c in plot_cells:
+    assert _rich(c, 'image/png'), f'no figure from: {c.source[:80]}'
   if path.stem.startswith('03'):  # write_report's tables and plots
     written = {p.name for p in out.iterdir()}
     assert {'runs.csv', 'summary.csv', 'summary.md', 'README.md'} <= written
     assert any(name.endswith('.png') for name in written), written
     import pandas as pd  # pylint: disable=g-import-not-at-top
     assert len(pd.read_csv(out / 'runs.csv')) == SMOKE_RUNS[path.stem]
+    # What write_report returned (the notebook's last cell) is what it wrote.
+    said = {pathlib.Path(p).name for p in probe['written']}
+    assert said and said <= written, (said, written)
+    assert f'{SMOKE_RUNS[path.stem]} runs under {str(root)!r}' in ''.join(
+        _outputs(c) for c in nb.cells if c.cell_type == 'code')

@@ -78,8 +78,9 @@ spec = wrn_trax.models.parse('WRN-16-4')   # the first use imports trax
 assert 'trax' in sys.modules and 'tensorflow' in sys.modules
 assert callable(wrn_trax.train) and callable(wrn_trax.sweep)
 from wrn_trax import _compat
-assert _compat._PATCHED
 import jax
+assert 'tree_unflatten' in _compat.installed()
+assert 'shallow_inspect_stack' in _compat.installed()
 assert hasattr(jax, 'device_put_replicated')
 print(spec.blocks_per_group, wrn_trax.models.count_flops('WRN-10-1') > 0,
       wrn_trax.data.DATASETS[0], wrn_trax.sweep.member_models([1]))
@@ -166,75 +167,6 @@ def test_users_own_warnings_still_show(python, subprocess_env):
           'warnings.warn("mine", UserWarning)')
   r = _run(python, subprocess_env, '-W', 'default', '-c', code)
   assert 'UserWarning: mine' in r.stderr
-
-
-def _shallow_and_full_stack():
-  """inspect.stack() as trax's assert_shape calls it: shallow and stdlib."""
-  import inspect  # pylint: disable=g-import-not-at-top
-  from wrn_trax import _quiet  # pylint: disable=g-import-not-at-top
-  namespace = {'__name__': 'trax.layers.assert_shape', 'inspect': inspect}
-  exec(compile('def call(shallow, full):\n  return shallow(), full()\n',  # pylint: disable=exec-used
-               'assert_shape.py', 'exec'), namespace)
-  return namespace['call'](_quiet._shallow_stack_for(inspect.stack),  # pylint: disable=protected-access
-                           inspect.stack)
-
-
-def test_shallow_stack_gives_assert_shape_what_the_full_one_does():
-  shallow, full = _shallow_and_full_stack()
-  assert len(shallow) == 2 and len(full) > 2
-  for a, b in zip(shallow, full):
-    assert a.frame is b.frame
-    assert a == b  # filename, lineno, function, code_context, index
-  # [1] is what assert_shape reads: its caller, here this test's line.
-  assert getattr(shallow[1], 'positions', None) == getattr(
-      full[1], 'positions', None)
-  import inspect  # pylint: disable=g-import-not-at-top
-  caller = inspect.getframeinfo(shallow[1][0])
-  assert caller.filename == __file__
-
-
-def test_trax_shape_assertions_work_after_our_import():
-  """The shallow inspect.stack of our trax import is gone, and trax's shape
-  assertions still raise on a wrong shape and pass a right one."""
-  import inspect  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  from trax import shapes  # pylint: disable=g-import-not-at-top
-  assert inspect.stack.__module__ == 'inspect'
-  assert not hasattr(inspect.stack, '__wrapped__')
-
-  layer = tl.AssertShape('ab')
-  assert layer._message == f'Defined at {__file__}:{_line_of("tl.AssertShape(")}'  # pylint: disable=protected-access
-  x = np.zeros((2, 3), np.float32)
-  layer.init(shapes.signature(x))
-  np.testing.assert_array_equal(layer(x), x)
-  with pytest.raises(Exception, match='Defined at'):
-    tl.AssertShape('aa')(x)
-
-  @tl.assert_shape('ab->a')
-  def row_sum():
-    return tl.Fn('RowSum', lambda t: t.sum(axis=-1))
-
-  np.testing.assert_array_equal(row_sum()(x), np.zeros(2))
-  with pytest.raises(Exception, match='function output'):
-    tl.assert_shape('ab->ab')(row_sum)()(x)
-
-  # trax's own layers, decorated while trax was imported through us, name
-  # the line of their decorator.
-  relu = tl.Relu()
-  message = relu.sublayers[0]._message  # pylint: disable=protected-access
-  path, line = re.match(r'Defined at (.*):(\d+) function input$',
-                        message).groups()
-  assert path.endswith(os.path.join('trax', 'layers', 'activation_fns.py'))
-  source = open(path).read().splitlines()
-  assert '@assert_shape' in source[int(line) - 1] + source[int(line)]
-
-
-def _line_of(text):
-  for number, line in enumerate(open(__file__), 1):
-    if text in line and '_line_of' not in line:
-      return number
-  raise AssertionError(text)
 
 
 def test_help_of_every_command(python, subprocess_env):

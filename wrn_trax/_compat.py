@@ -1,31 +1,269 @@
-"""Makes trax 1.4.1 work on the jax we install (0.10.x).
+"""Every patch of trax and jax that wrn_trax installs, in one place.
 
-trax 1.4.1 (2021) calls jax APIs that newer jax renamed or removed. Each shim
-below is added only where jax lacks the name, so an older jax is untouched.
+trax 1.4.1 (2021) calls jax APIs that newer jax renamed or removed, and does
+some work on the host that we take off it. Each patch below is named in
+`PATCHES`, with what it fixes and the trax and jax versions it was verified
+on; tests/test_compat.py is the contract of each (one test of what it
+guarantees, plus the guard's behaviour).
 
-- `jax.device_put_replicated(x, devices)`: removed in jax 0.8. trax's
-  `tl.for_n_devices` calls it to copy weights to every device whenever
-  `Loop` trains data-parallel (n_devices > 1: a Kaggle 2xT4, a TPU).
-- `trax.fastmath.tree_unflatten(..., copy_from_tree=[None, ()])`, which
-  `Loop.load_checkpoint` calls to restore optimizer slots, tests `tree in
-  copy_from_tree`; that compares a jax Array with `()`, which jax >= 0.4.3x
-  rejects with a TypeError. Resuming any run hits it.
-- `jax.host_count()`: still an alias of `jax.process_count()` that warns;
-  `_quiet` filters that warning.
+The guard: a patch is installed silently only on the versions of its row
+(trax 1.4.1; jax 0.5.3 to 0.10.2, the jax of this project's stacks: 0.5.3,
+0.7.2 and 0.10.2). On any other trax or jax it warns once, with an
+`UnverifiedPatchWarning` naming the patch and both sets of versions, and then
+either installs it anyway (`'warn'`: without it trax fails outright) or keeps
+trax's own code (`'refuse'`: the patch copies trax 1.4.1 internals and is
+only about speed). `installed()` lists what this process has installed.
+
+Process-wide patches (`install`, once, from `ensure_trax`):
+
+- `shallow_inspect_stack`: while trax is imported, `inspect.stack` looks at
+  the two frames trax's `assert_shape` reads (~8x less CPU for the import);
+  restored right after.
+- `device_put_replicated`: `jax.device_put_replicated`, removed in jax 0.8;
+  trax's `tl.for_n_devices` copies weights to every device with it when a
+  Loop trains data-parallel. Added only where jax lacks it.
+- `tree_unflatten`: `trax.fastmath.tree_unflatten(..., copy_from_tree=[None,
+  ()])`, which `Loop.load_checkpoint` calls to restore optimizer slots, tests
+  `tree in copy_from_tree`; that compares a jax Array with `()`, which jax
+  rejects with a TypeError: no run could resume. Replaced only where trax's
+  raises.
+
+Per-Loop patches (`train.ready_loop` calls them on each Loop it builds):
+
+- `slots_on_device` (`spread_optimizer_state`): trax pins optimizer slots to
+  the host CPU; on today's jax a jitted step runs where its committed inputs
+  are (one GPU: on the CPU), and jax 0.10's pmap refuses them.
+- `checkpoint_readers`: trax's checkpoint readers swapped for the
+  restricted ones of `runio` while a Loop is built (and reads a checkpoint).
+- `light_one_step` (`lighten_steps`, `install_one_step`): trax's
+  single-device `Trainer.one_step` replaced by `_one_step_one_device`, with a
+  compiled update that donates the weight and slot buffers.
+
+`jax.host_count()` (still an alias that warns) is left alone: `_quiet`
+filters its warning.
 """
+import collections
+import contextlib
+import functools
+import importlib.metadata
+import inspect
+import os
+import re
 import sys
+import warnings
 
 from wrn_trax import _quiet
 
-# TF, gym and trax are imported quietly (trax with a cheap inspect.stack)
-# before jax is imported here: whoever imports trax through us gets the
-# silencing first.
+# --------------------------------------------------------- the patch table
+
+TRAX_VERIFIED = '1.4.1'
+# The jax of this project's stacks: Colab 2025.07 (0.5.3), Colab and Kaggle
+# 2026 (0.7.2), ours (0.10.2). Every patch was verified on all three.
+JAX_VERIFIED = ('0.5.3', '0.10.2')
+
+Patch = collections.namedtuple(
+    'Patch', 'name fixes trax jax_min jax_max outside')
+Patch.__doc__ = """One row of PATCHES.
+
+name: what `installed()` reports. fixes: what goes wrong without it.
+trax: the one trax version it was verified on. jax_min, jax_max: the jax
+range verified. outside: what happens on other versions, after the warning:
+'warn' installs it anyway, 'refuse' keeps trax's own code.
+"""
+
+PATCHES = (
+    Patch('shallow_inspect_stack',
+          "trax's assert_shape calls inspect.stack() ~65 times while trax "
+          'is imported; each walks every frame (8x the CPU time of the '
+          'import)', TRAX_VERIFIED, *JAX_VERIFIED, 'refuse'),
+    Patch('device_put_replicated',
+          'jax >= 0.8 removed jax.device_put_replicated, which trax uses to '
+          'replicate weights for data-parallel training',
+          TRAX_VERIFIED, *JAX_VERIFIED, 'warn'),
+    Patch('tree_unflatten',
+          "trax's tree_unflatten compares a jax Array with (), which jax "
+          'rejects: restoring optimizer slots (every resume) fails',
+          TRAX_VERIFIED, *JAX_VERIFIED, 'warn'),
+    Patch('slots_on_device',
+          'trax pins optimizer slots to the host: one GPU would run the step '
+          "on the CPU, several fail in jax's pmap",
+          TRAX_VERIFIED, *JAX_VERIFIED, 'warn'),
+    Patch('checkpoint_readers',
+          "trax's Loop reads checkpoints with pickle.load and np.load: a "
+          "pickle of unknown origin runs code (runio's restricted readers "
+          'go in while a Loop is built)', TRAX_VERIFIED, *JAX_VERIFIED,
+          'warn'),
+    Patch('light_one_step',
+          "trax's single-device one_step, with less host work and a donating "
+          'update (bitwise the same training on jax >= 0.7.2, within 1e-6 '
+          'on 0.5.3)', TRAX_VERIFIED, *JAX_VERIFIED, 'refuse'),
+)
+_BY_NAME = {p.name: p for p in PATCHES}
+
+# Set to 1 to import trax with the stdlib's full inspect.stack() (for
+# bench/import_time.py's "before" column).
+SLOW_IMPORT_ENV = 'WRN_TRAX_SLOW_IMPORT'
+
+
+class UnverifiedPatchWarning(UserWarning):
+  """A patch meets a trax or jax version it was not verified on."""
+
+
+class UnverifiedPatchError(RuntimeError):
+  """A refused patch was required (float16's loss-scaled step)."""
+
+
+_INSTALLED = []    # names, in the order they were first installed
+_WARNED = set()    # names already warned about
+_ORIGINALS = {}    # name -> what the patch replaced (for tests and undoing)
+
+
+def installed():
+  """The names of the patches this process has installed, in order.
+
+  Process-wide patches appear once `ensure_trax` has run (and only where
+  needed: `device_put_replicated` on jax >= 0.8); per-Loop ones once a Loop
+  got them.
+  """
+  return tuple(_INSTALLED)
+
+
+def _version_tuple(version):
+  return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
+
+
+@functools.lru_cache(maxsize=None)
+def versions():
+  """(trax, jax) versions installed, from package metadata (imports neither)."""
+  found = []
+  for pkg in ('trax', 'jax'):
+    try:
+      found.append(importlib.metadata.version(pkg))
+    except importlib.metadata.PackageNotFoundError:
+      found.append('not installed')
+  return tuple(found)
+
+
+def verified(name, found=None):
+  """Whether patch `name` was verified on `found` (default: `versions()`)."""
+  patch = _BY_NAME[name]
+  trax_v, jax_v = found or versions()
+  return (trax_v == patch.trax and
+          _version_tuple(patch.jax_min) <= _version_tuple(jax_v) <=
+          _version_tuple(patch.jax_max))
+
+
+def _unverified_message(patch, found):
+  action = ('installed anyway: without it trax fails'
+            if patch.outside == 'warn' else
+            "not installed: trax's own code is used")
+  return (f'wrn_trax patch {patch.name!r} ({patch.fixes}) was verified on '
+          f'trax {patch.trax} with jax {patch.jax_min} to {patch.jax_max}; '
+          f'found trax {found[0]}, jax {found[1]}. It is {action}. '
+          'See wrn_trax/_compat.py, PATCHES.')
+
+
+def allowed(name):
+  """Whether to install patch `name` here; warns once where unverified.
+
+  True on the verified versions; elsewhere True for a 'warn' patch and False
+  for a 'refuse' one, after an UnverifiedPatchWarning (once per patch and
+  process).
+  """
+  patch = _BY_NAME[name]
+  found = versions()
+  if verified(name, found):
+    return True
+  if name not in _WARNED:
+    _WARNED.add(name)
+    warnings.warn(_unverified_message(patch, found), UnverifiedPatchWarning,
+                  stacklevel=3)
+  return patch.outside == 'warn'
+
+
+def _record(name):
+  if name not in _INSTALLED:
+    _INSTALLED.append(name)
+
+
+# ------------------------------------------- shallow_inspect_stack (import)
+
+
+def _frame_info(frame, context):
+  """inspect.FrameInfo for one frame, built as inspect.getouterframes does."""
+  info = inspect.getframeinfo(frame, context)
+  positions = getattr(info, 'positions', None)
+  if positions is not None or sys.version_info >= (3, 11):
+    return inspect.FrameInfo(frame, *info, positions=positions)
+  return inspect.FrameInfo(frame, *info)  # Python 3.10: no positions
+
+
+_ASSERT_SHAPE = 'trax.layers.assert_shape'
+
+
+def _shallow_stack_for(full_stack):
+  """An inspect.stack for trax's assert_shape that looks at two frames only.
+
+  trax/layers/assert_shape.py runs `inspect.getframeinfo(inspect.stack()[1][0])`
+  each time `@assert_shape`, `AssertFunction` or `AssertShape` is used
+  (~65 times while trax imports itself). `inspect.stack()` builds a FrameInfo
+  for every frame up to the interpreter, and each of those looks its module
+  up in `sys.modules` and reads its source: 24-33 s of the import. assert_shape
+  uses entry [1] alone (its caller's frame, for "Defined at FILE:LINE"), so
+  for calls from that module this returns the same first two FrameInfos,
+  built the same way, and nothing deeper. Any other caller gets the stdlib's
+  whole stack, as `inspect.stack()` gives it there.
+  """
+
+  def stack(context=1):
+    frame = sys._getframe(1)  # pylint: disable=protected-access
+    if frame.f_globals.get('__name__') != _ASSERT_SHAPE:
+      return full_stack(context)[1:]  # the stdlib's, less this frame
+    infos = []
+    while frame is not None and len(infos) < 2:
+      infos.append(_frame_info(frame, context))
+      frame = frame.f_back
+    return infos
+
+  stack.__wrapped__ = full_stack
+  return stack
+
+
+@contextlib.contextmanager
+def shallow_inspect_stack():
+  """Makes trax's assert_shape cheap for the body; restores inspect.stack.
+
+  Not with WRN_TRAX_SLOW_IMPORT=1, nor where the guard refuses it.
+  """
+  if (os.environ.get(SLOW_IMPORT_ENV, '') not in ('', '0') or
+      not allowed('shallow_inspect_stack')):
+    yield
+    return
+  full_stack = inspect.stack
+  inspect.stack = _shallow_stack_for(full_stack)
+  _record('shallow_inspect_stack')
+  try:
+    yield
+  finally:
+    inspect.stack = full_stack
+
+
+def import_trax():
+  """Imports trax (once) with assert_shape's inspect.stack() made shallow."""
+  if 'trax' in sys.modules:
+    return
+  with shallow_inspect_stack():
+    import trax  # pylint: disable=unused-import,g-import-not-at-top
+
+
+# TF and gym quietly, the known warnings filtered, then trax with a cheap
+# inspect.stack, all before jax is imported here: whoever imports trax
+# through us gets the silencing first.
 _quiet.silence_imports()
+import_trax()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-_PATCHED = False
 
 
 def ensure_trax():
@@ -35,14 +273,14 @@ def ensure_trax():
   TensorFlow, trax or jax, and every module of ours that needs them
   (`models`, `data`'s pipelines, `optim`, `train`, `sweep`) calls this first,
   so the silencing (`_quiet.silence_imports`) always runs before trax is
-  imported and the shims of `patch_jax` are in place before trax is used.
-  Importing this module already does the silencing; calling this again is
-  free.
+  imported and the process-wide patches (`install`) are in place before trax
+  is used. Importing this module already does the imports; calling this
+  again is free.
   """
-  global _PATCHED
-  if not _PATCHED:
-    patch_jax()
-    _PATCHED = True
+  install()
+
+
+# ------------------------------------------------- device_put_replicated
 
 
 def _device_put_replicated(x, devices):
@@ -57,6 +295,9 @@ def _device_put_replicated(x, devices):
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch'))
   return jax.device_put(
       np.broadcast_to(x[None], (len(devices),) + x.shape), sharding)
+
+
+# --------------------------------------------------------- tree_unflatten
 
 
 def _in(tree, candidates):
@@ -84,19 +325,42 @@ def _safe_tree_unflatten(flat, tree, copy_from_tree=None):
   return flat[0], flat[1:]
 
 
-def patch_jax():
-  """Installs the shims above; each only where it is needed."""
-  if not hasattr(jax, 'device_put_replicated'):
-    jax.device_put_replicated = _device_put_replicated
-  from trax import fastmath  # pylint: disable=g-import-not-at-top
-  # The module file, not the `fastmath.numpy` backend proxy of the same name.
-  trax_numpy = sys.modules['trax.fastmath.numpy']
+def _tree_unflatten_fails(fn):
   try:
-    trax_numpy.tree_unflatten(
-        [], jax.numpy.zeros(()), copy_from_tree=[None, ()])
+    fn([], jax.numpy.zeros(()), copy_from_tree=[None, ()])
   except TypeError:
-    trax_numpy.tree_unflatten = _safe_tree_unflatten
-    fastmath.tree_unflatten = _safe_tree_unflatten
+    return True
+  return False
+
+
+# ------------------------------------------------------ process-wide install
+
+
+def install():
+  """Installs the process-wide patches, each once and only where needed.
+
+  `device_put_replicated` where jax lacks it, `tree_unflatten` where trax's
+  own raises on an array; each through the guard (`allowed`). Calling this
+  again changes nothing.
+  """
+  if ('device_put_replicated' not in _INSTALLED and
+      not hasattr(jax, 'device_put_replicated') and
+      allowed('device_put_replicated')):
+    jax.device_put_replicated = _device_put_replicated
+    _record('device_put_replicated')
+  if 'tree_unflatten' not in _INSTALLED:
+    from trax import fastmath  # pylint: disable=g-import-not-at-top
+    # The module file, not the `fastmath.numpy` backend proxy of that name.
+    trax_numpy = sys.modules['trax.fastmath.numpy']
+    original = trax_numpy.tree_unflatten
+    if _tree_unflatten_fails(original) and allowed('tree_unflatten'):
+      _ORIGINALS['tree_unflatten'] = original
+      trax_numpy.tree_unflatten = _safe_tree_unflatten
+      fastmath.tree_unflatten = _safe_tree_unflatten
+      _record('tree_unflatten')
+
+
+# ------------------------------------------------------ slots_on_device
 
 
 def _pmap_sharding(n_devices):
@@ -108,15 +372,18 @@ def _pmap_sharding(n_devices):
 def spread_optimizer_state(loop):
   """Moves a Loop's optimizer slots and params onto the devices it trains on.
 
-  trax's Trainer builds the slots (and optimizer params such as the learning
-  rate) and pins them to the host with `tl.on_cpu`. On today's jax an array
-  pinned to a device is "committed", and a jitted step runs where its
-  committed arguments are: with one GPU the whole train step would run on
-  the CPU. With several devices, jax 0.10's pmap is a jit with fixed input
-  shardings and refuses the host-pinned arrays outright. Placing them once,
-  before the first step, on the default device (one device) or with the
-  pmap's sharding (several) is what the old jax did on the first call.
+  The `slots_on_device` patch. trax's Trainer builds the slots (and optimizer
+  params such as the learning rate) and pins them to the host with
+  `tl.on_cpu`. On today's jax an array pinned to a device is "committed", and
+  a jitted step runs where its committed arguments are: with one GPU the
+  whole train step would run on the CPU. With several devices, jax 0.10's
+  pmap is a jit with fixed input shardings and refuses the host-pinned arrays
+  outright. Placing them once, before the first step, on the default device
+  (one device) or with the pmap's sharding (several) is what the old jax did
+  on the first call. Placing them again changes nothing.
   """
+  if not allowed('slots_on_device'):
+    return
   n = loop.n_devices
   if n > 1:
     target = _pmap_sharding(n)
@@ -132,9 +399,35 @@ def spread_optimizer_state(loop):
     model = trainer.accelerated_model_with_loss
     model.weights = jax.tree_util.tree_map(put, model.weights)
     model.state = jax.tree_util.tree_map(put, model.state)
+  _record('slots_on_device')
 
 
-# ------------------------------------------------- per-step host work (speed)
+# ------------------------------------------------- checkpoint_readers
+
+
+@contextlib.contextmanager
+def checkpoint_readers(unpickle_from_file, np_from_file):
+  """trax's Loop reads its checkpoints with these two for the body.
+
+  The `checkpoint_readers` patch: `trax.supervised.training.unpickle_from_file`
+  and `trax.layers.np_from_file` are replaced for the body and restored
+  after it, also when it raises. `runio.restricted_checkpoints` passes its
+  restricted unpickler and strict array reader.
+  """
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  from trax.supervised import training  # pylint: disable=g-import-not-at-top
+  allowed('checkpoint_readers')  # 'warn': reading safely is never wrong
+  original = training.unpickle_from_file, tl.np_from_file
+  training.unpickle_from_file = unpickle_from_file
+  tl.np_from_file = np_from_file
+  _record('checkpoint_readers')
+  try:
+    yield
+  finally:
+    training.unpickle_from_file, tl.np_from_file = original
+
+
+# ------------------------------------------------- light_one_step
 #
 # These change no result; they only take work off the host between device
 # steps (see bench/host_overhead.py for the figures).
@@ -212,23 +505,46 @@ def _one_step_one_device(self, batch, rng, step=0, learning_rate=None):
   return stats['loss'], stats
 
 
+def _has_light_step(trainer):
+  step = trainer.__dict__.get('one_step')
+  return getattr(step, '__func__', None) is _one_step_one_device
+
+
+def install_one_step(trainer, update_fn):
+  """Gives one trainer `_one_step_one_device` and the compiled `update_fn`.
+
+  For a caller that cannot do without it (float16's loss-scaled update,
+  `precision.enable_loss_scaling`): where the guard refuses
+  `light_one_step`, this raises UnverifiedPatchError instead of training
+  with a step that was not verified.
+  """
+  if not allowed('light_one_step'):
+    found = versions()
+    raise UnverifiedPatchError(_unverified_message(_BY_NAME['light_one_step'],
+                                                   found))
+  trainer.one_step = _one_step_one_device.__get__(trainer)
+  trainer._accelerated_update_fn = update_fn  # pylint: disable=protected-access
+  _record('light_one_step')
+
+
 def lighten_steps(loop):
   """Gives each of the Loop's single-device trainers `_one_step_one_device`,
   and a compiled update that donates its (weights, slots) buffers.
 
-  Only trax's plain `Trainer` on one device is changed (the data-parallel
-  and memory-efficient trainers keep their own `one_step`; trax's pmapped
-  update already donates).
+  The `light_one_step` patch. Only trax's plain `Trainer` on one device is
+  changed (the data-parallel and memory-efficient trainers keep their own
+  `one_step`; trax's pmapped update already donates), and a trainer that has
+  it already is left as it is. Where the guard refuses it, nothing changes.
   """
   from trax.layers import acceleration  # pylint: disable=g-import-not-at-top
   from trax.optimizers import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-  if loop.n_devices != 1:
+  if loop.n_devices != 1 or not allowed('light_one_step'):
     return
   for trainer in loop._trainer_per_task:  # pylint: disable=protected-access
     if (type(trainer) is trainer_lib.Trainer and  # pylint: disable=unidiomatic-typecheck
         trainer._n_devices == 1 and  # pylint: disable=protected-access
-        type(trainer._accelerated_model_with_loss) is acceleration.Accelerate):  # pylint: disable=protected-access,unidiomatic-typecheck
-      trainer.one_step = _one_step_one_device.__get__(trainer)
+        type(trainer._accelerated_model_with_loss) is acceleration.Accelerate and  # pylint: disable=protected-access,unidiomatic-typecheck
+        not _has_light_step(trainer)):
       # trax jits the update without donating the (weights, slots) buffers
       # (a TODO in its source). Donating them lets XLA write the new values
       # in place: no second copy of weights and slots on the device, and on
@@ -238,5 +554,5 @@ def lighten_steps(loop):
       # new ones; run_evals and checkpoints read those.
       update = trainer._accelerated_update_fn  # pylint: disable=protected-access
       if hasattr(update, '__wrapped__'):
-        trainer._accelerated_update_fn = jax.jit(update.__wrapped__,  # pylint: disable=protected-access
-                                                 donate_argnums=(0,))
+        update = jax.jit(update.__wrapped__, donate_argnums=(0,))
+      install_one_step(trainer, update)

@@ -1,20 +1,16 @@
 """Keeps the import-time chatter of TensorFlow, gym and trax out of our output.
 
 Each source is silenced on its own, at the place it speaks; the user's own
-warnings and logs are left alone.
+warnings and logs are left alone. Nothing here patches trax or jax: the quick
+trax import (a shallow `inspect.stack` while trax is imported) and every other
+patch live in `_compat`, which calls `silence_imports` before importing trax.
 """
 import contextlib
-import inspect
 import io
 import os
 import sys
 import tempfile
 import warnings
-
-# Set to 1 to import trax with the stdlib's full inspect.stack() (for
-# bench/import_time.py's "before" column).
-SLOW_IMPORT_ENV = 'WRN_TRAX_SLOW_IMPORT'
-_ASSERT_SHAPE = 'trax.layers.assert_shape'
 
 
 @contextlib.contextmanager
@@ -43,66 +39,11 @@ def _capture_fd2():
       os.close(saved)
 
 
-def _frame_info(frame, context):
-  """inspect.FrameInfo for one frame, built as inspect.getouterframes does."""
-  info = inspect.getframeinfo(frame, context)
-  positions = getattr(info, 'positions', None)
-  if positions is not None or sys.version_info >= (3, 11):
-    return inspect.FrameInfo(frame, *info, positions=positions)
-  return inspect.FrameInfo(frame, *info)  # Python 3.10: no positions
-
-
-def _shallow_stack_for(full_stack):
-  """An inspect.stack for trax's assert_shape that looks at two frames only.
-
-  trax/layers/assert_shape.py runs `inspect.getframeinfo(inspect.stack()[1][0])`
-  each time `@assert_shape`, `AssertFunction` or `AssertShape` is used
-  (~65 times while trax imports itself). `inspect.stack()` builds a FrameInfo
-  for every frame up to the interpreter, and each of those looks its module
-  up in `sys.modules` and reads its source: 24-33 s of the import. assert_shape
-  uses entry [1] alone (its caller's frame, for "Defined at FILE:LINE"), so
-  for calls from that module this returns the same first two FrameInfos,
-  built the same way, and nothing deeper. Any other caller gets the stdlib's.
-  """
-
-  def stack(context=1):
-    frame = sys._getframe(1)  # pylint: disable=protected-access
-    if frame.f_globals.get('__name__') != _ASSERT_SHAPE:
-      return full_stack(context)
-    infos = []
-    while frame is not None and len(infos) < 2:
-      infos.append(_frame_info(frame, context))
-      frame = frame.f_back
-    return infos
-
-  stack.__wrapped__ = full_stack
-  return stack
-
-
-@contextlib.contextmanager
-def shallow_inspect_stack():
-  """Makes trax's assert_shape cheap for the body; restores inspect.stack."""
-  if os.environ.get(SLOW_IMPORT_ENV, '') not in ('', '0'):
-    yield
-    return
-  full_stack = inspect.stack
-  inspect.stack = _shallow_stack_for(full_stack)
-  try:
-    yield
-  finally:
-    inspect.stack = full_stack
-
-
-def import_trax():
-  """Imports trax (once) with assert_shape's inspect.stack() made shallow."""
-  if 'trax' in sys.modules:
-    return
-  with shallow_inspect_stack():
-    import trax  # pylint: disable=unused-import,g-import-not-at-top
-
-
 def silence_imports():
-  """Imports TF and gym quietly and filters trax's known warnings."""
+  """Imports TF and gym quietly and filters trax's known warnings.
+
+  Run before trax is imported (`_compat` imports trax right after).
+  """
   # Python-side TF logging (tf_logging) and the C++ logs after absl init.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   if 'tensorflow' not in sys.modules:
@@ -114,7 +55,6 @@ def silence_imports():
     with contextlib.redirect_stderr(io.StringIO()):
       import gym  # pylint: disable=unused-import,g-import-not-at-top
   add_warning_filters()
-  import_trax()
 
 
 # The known warnings, each named by category and by the module that the
