@@ -184,7 +184,7 @@ class LimitStep:
     host = [next(stream) for _ in range(n_batches)]
     self.batches = [jax.device_put(b) for b in host]
     net = models.build(model, n_classes=ds.n_classes, dropout=c['dropout'],
-                       mode='train')
+                       mode='train', precision=c['precision_used'])
     with_loss = tl.Serial(net, tl.CrossEntropyLoss())
     with_loss.init(shapes.signature(host[0]),
                    rng=jax.random.PRNGKey(c['seed']))

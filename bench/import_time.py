@@ -2,7 +2,7 @@
 inspect.stack.
 
 trax/layers/assert_shape.py calls `inspect.stack()` ~65 times while trax is
-imported; wrn_trax._quiet.import_trax makes those calls look at two frames
+imported; wrn_trax._compat.import_trax makes those calls look at two frames
 instead of every frame up to the interpreter. Each round runs, in fresh
 subprocesses and interleaved so that both see the same machine load:
 

@@ -76,6 +76,10 @@ def parse_args(argv=None):
                  help='guard: exit with status 1 if any configuration fails '
                  'or its median ours / limit ratio is below this (default: '
                  '0 = off; the target is 0.9)')
+  p.add_argument('--precision', default='float32',
+                 choices=['float32', 'bfloat16', 'float16'],
+                 help="the recipe field precision of both trainers (default: "
+                 "float32); the limit's float16 step has no loss scaling")
   p.add_argument('--worker', nargs=2, metavar=('MODEL', 'BATCH'),
                  help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -100,8 +104,8 @@ def measure(model, batch, args):
   """Times ours vs limit in interleaved rounds inside this process."""
   ds = _common.synthetic_dataset(n_train=args.n_train)
   t0 = time.perf_counter()
-  ours = _common.OurPath(model, ds, batch)
-  limit = _common.LimitStep(model, ds, batch)
+  ours = _common.OurPath(model, ds, batch, precision=args.precision)
+  limit = _common.LimitStep(model, ds, batch, precision=args.precision)
   ours.chunk(1)  # compiles the train step and runs trax's step-1 eval
   limit.chunk(1)
   for _ in range(max(0, args.warmup - 1)):
@@ -114,7 +118,8 @@ def measure(model, batch, args):
       rates[name].append(batch * args.steps / trainer.chunk(args.steps))
   ratios = [o / l for o, l in zip(rates['ours'], rates['limit'])]
   from wrn_trax import models  # pylint: disable=g-import-not-at-top
-  return dict(model=model, batch=batch, k=models.parse(model).widen_factor,
+  return dict(model=model, batch=batch, precision=args.precision,
+              k=models.parse(model).widen_factor,
               family=models.parse(model).family,
               flops=models.count_flops(model),
               ours=_common.spread(rates['ours']),
@@ -192,7 +197,7 @@ def main(argv=None):
   info = _common.machine()
   print(f'\nmachine: {info["cpu"]}, {info["nproc"]} CPUs, {info["device"]}; '
         f'{args.rounds} rounds x {args.steps} steps per trainer, synthetic '
-        'CIFAR-shaped data\n')
+        f'CIFAR-shaped data, precision {args.precision}\n')
   print(table(results))
   if args.json:
     print('\nwrote', _common.write_json(args.json, dict(

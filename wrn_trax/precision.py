@@ -326,10 +326,10 @@ def enable_loss_scaling(loop, period, loss_scale=None):
     device = jax.devices()[0]
     trainer._wrn_loss_scale = jax.tree_util.tree_map(  # pylint: disable=protected-access
         lambda x: jax.device_put(x, device), state)
-    trainer.one_step = _compat._one_step_one_device.__get__(trainer)  # pylint: disable=protected-access
-    trainer._accelerated_update_fn = jax.jit(  # pylint: disable=protected-access
+    # The light step with the loss-scaled update (a patch of `_compat`).
+    _compat.install_one_step(trainer, jax.jit(
         scaled_update_fn(trainer.model_with_loss, trainer.optimizer, period),
-        donate_argnums=(0,))
+        donate_argnums=(0,)))
 
 
 def loss_scale_of(loop):

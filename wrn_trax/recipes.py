@@ -245,9 +245,6 @@ def _check(r):
   if r['augment'] == 'device' and r['preprocess'] == 'raw':
     raise ValueError("augment='device' needs a preprocess that does something "
                      "('cifar', 'standardize' or 'svhn'), got 'raw'")
-  if r['augment'] == 'device' and r['backend'] != 'jax':
-    raise ValueError(f"augment='device' needs backend='jax' "
-                     f'(got {r["backend"]!r})')
   if (not isinstance(r['precise_bn_batches'], int)
       or isinstance(r['precise_bn_batches'], bool)
       or r['precise_bn_batches'] < 0):
@@ -268,9 +265,6 @@ def _check(r):
   if r['precision'] not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got '
                      f'{r["precision"]!r}')
-  if r['precision'] != 'float32' and r['backend'] != 'jax':
-    raise ValueError(f"precision={r['precision']!r} needs backend='jax' "
-                     f'(got {r["backend"]!r})')
   if (not isinstance(r['loss_scale_period'], int)
       or isinstance(r['loss_scale_period'], bool)
       or r['loss_scale_period'] <= 0):

@@ -411,15 +411,9 @@ def restricted_checkpoints():
   Its weight and slot files are read strictly as well: a truncated or
   unreadable file raises CorruptFileError.
   """
-  from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  from trax.supervised import training  # pylint: disable=g-import-not-at-top
-  original = training.unpickle_from_file, tl.np_from_file
-  training.unpickle_from_file = _unpickle_from_file
-  tl.np_from_file = _np_from_file
-  try:
+  from wrn_trax import _compat  # pylint: disable=g-import-not-at-top
+  with _compat.checkpoint_readers(_unpickle_from_file, _np_from_file):
     yield
-  finally:
-    training.unpickle_from_file, tl.np_from_file = original
 
 
 class RunFolderLock:

@@ -237,7 +237,8 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
   The Loop restores `workdir`'s checkpoint if there is one (through the
   restricted unpickler), then `ready_loop` places the optimizer state on the
   training device and, with `light_step`, gives single-device trainers the
-  lighter one-step. Nothing is trained or written.
+  lighter one-step; float16 adds the loss-scaled step, starting from the
+  checkpoint's scale. Nothing is trained or written.
 
   Args:
     config: a config from `resolve`.
@@ -314,6 +315,10 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
         checkpoint_at=lambda s: False,
         n_devices=n_devices, random_seed=c['seed'])
   ready_loop(loop, light_step=light_step)
+  if c['precision_used'] == 'float16':  # the loss scale of the checkpoint
+    precision_lib.enable_loss_scaling(
+        loop, c['loss_scale_period'],
+        precision_lib.load_loss_scale(workdir, loop.step))
   return BuiltLoop(loop, eval_model, bn_model, schedule)
 
 
@@ -411,10 +416,6 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
   c, loop = config, built.loop
   out = out or io.StringIO()
   start_step = loop.step
-  if c['precision_used'] == 'float16':  # the loss scale of the checkpoint
-    precision_lib.enable_loss_scaling(
-        loop, c['loss_scale_period'],
-        precision_lib.load_loss_scale(workdir, start_step))
   if start_step and verbose:
     print(f'{workdir}: resuming from the checkpoint at step '
           f'{start_step} of {c["steps"]}')
