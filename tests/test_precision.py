@@ -249,6 +249,14 @@ def test_auto_picks_per_device(device, n, want):
   assert precision_lib.resolve('bfloat16', device) == 'bfloat16'
 
 
+def test_auto_avoids_float16_on_raw_pixels():
+  t4, a100 = _dev('gpu', '7.5', 'Tesla T4'), _dev('gpu', '8.0', 'A100')
+  assert precision_lib.resolve('auto', t4, raw_inputs=True) == 'float32'
+  assert precision_lib.resolve('auto', a100, raw_inputs=True) == 'bfloat16'
+  # Asked for by name, float16 is what runs.
+  assert precision_lib.resolve('float16', t4, raw_inputs=True) == 'float16'
+
+
 def test_precision_is_a_checked_recipe_field():
   for name in recipes.RECIPES:
     r = recipes.get(name, 'cifar10')

@@ -69,7 +69,7 @@ def _capability(device):
     return None
 
 
-def resolve(precision, device=None, n_devices=1):
+def resolve(precision, device=None, n_devices=1, raw_inputs=False):
   """The precision `precision` stands for on `device`.
 
   Args:
@@ -78,6 +78,11 @@ def resolve(precision, device=None, n_devices=1):
     n_devices: how many devices train. 'auto' picks float32 instead of
       float16 where this is more than one, because loss scaling runs on one
       device only.
+    raw_inputs: the network sees unnormalised pixels (preprocess 'raw', the
+      notebook recipe). 'auto' picks float32 instead of float16 then: on
+      CIFAR-10 (JPEG copy) the notebook recipe's float16 run skipped 95 of
+      its first 100 steps as overflowing, with the loss scale down to 8e-25,
+      and diverged (README, "Precision"); bfloat16 has float32's range.
 
   Returns:
     'float32', 'bfloat16' or 'float16'.
@@ -100,7 +105,7 @@ def resolve(precision, device=None, n_devices=1):
       fast = cc >= _BF16_MIN_CAPABILITY
     if fast:
       return 'bfloat16'
-    return 'float16' if n_devices == 1 else 'float32'
+    return 'float16' if n_devices == 1 and not raw_inputs else 'float32'
   return 'float32'
 
 

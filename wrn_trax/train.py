@@ -226,8 +226,9 @@ def resolve(config, ds):
   c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
   c['versions'] = _versions()
   c['device'], c['n_devices'] = _device()
-  c['precision_used'] = precision_lib.resolve(c['precision'],
-                                              n_devices=c['n_devices'])
+  c['precision_used'] = precision_lib.resolve(
+      c['precision'], n_devices=c['n_devices'],
+      raw_inputs=c['preprocess'] == 'raw')
   return c
 
 
