@@ -11,10 +11,9 @@ and `test_error_running_bn` and metrics.jsonl's `accuracy` are fractions in
 [0, 1]. `load_runs` adds `error_pct` = 100 * test_error (percent), and
 `load_curves` adds `error` = 1 - accuracy (a fraction).
 
-Imports pandas, numpy and `wrn_trax.runio` only: no trax, jax, TensorFlow or
-matplotlib.
+Imports pandas, numpy, `wrn_trax.runio` and `wrn_trax.record` only: no trax,
+jax, TensorFlow or matplotlib.
 """
-import json
 import pathlib
 import warnings
 
@@ -80,27 +79,9 @@ def _flatten(record, prefix=''):
 
 
 def _read_jsonl(path):
-  """Parsed lines of a JSON-lines file; skips a line cut short by a kill.
-
-  Training appends one line per logged step, so a process killed mid-write
-  leaves a truncated last line. That line is dropped silently; an unparsable
-  line elsewhere is dropped with a warning.
-  """
-  if not path.is_file():
-    return []
-  lines = path.read_text(encoding='utf-8', errors='replace').splitlines()
-  while lines and not lines[-1].strip():
-    lines.pop()
-  records = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      if i != len(lines) - 1:
-        warnings.warn(f'{path}: skipping unparsable line {i + 1}')
-  return records
+  """Parsed lines of metrics.jsonl: `runio.read_jsonl` (a line cut short by a
+  kill is dropped silently, an unparsable one elsewhere with a warning)."""
+  return runio.read_jsonl(path)
 
 
 def _read_json(path):

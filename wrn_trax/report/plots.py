@@ -207,11 +207,7 @@ def plot_error_vs_k(runs, ax=None):
   stats = _seed_stats(runs, 'error_pct', by)
   label_columns = _errorbars(ax, 'widen_factor', stats, 'error_pct',
                              _SERIES_KEYS)
-  ax.set_xlabel('widen factor k')
-  ax.set_ylabel('test error (%)')
-  ks = sorted(stats['widen_factor'].dropna().unique())
-  if ks:
-    ax.set_xticks(ks)
+  _k_axis(ax, stats, 'test error (%)')
   _legend(ax, runs[runs['status'] == 'done'], label_columns)
   return fig
 
@@ -251,10 +247,15 @@ def plot_throughput_vs_k(runs, ax=None):
   stats = _seed_stats(runs, 'images_per_s', by)
   label_columns = _errorbars(ax, 'widen_factor', stats, 'images_per_s',
                              _SERIES_KEYS + ('device', 'batch_size'))
+  _k_axis(ax, stats, 'images / s (training)')
+  _legend(ax, runs[runs['status'] == 'done'], label_columns)
+  return fig
+
+
+def _k_axis(ax, stats, ylabel):
+  """Widen factor k on x, one tick per k in `stats`; `ylabel` on y."""
   ax.set_xlabel('widen factor k')
-  ax.set_ylabel('images / s (training)')
+  ax.set_ylabel(ylabel)
   ks = sorted(stats['widen_factor'].dropna().unique())
   if ks:
     ax.set_xticks(ks)
-  _legend(ax, runs[runs['status'] == 'done'], label_columns)
-  return fig
