@@ -8,21 +8,31 @@
 #
 #   DATA=/tmp/cifar10-jpeg ROOT=/work/runs/cifar10-budget bash results/cifar10-budget/study.sh
 #
-# Members run in the order that gives a usable table soonest: seed 0 of the
-# narrow widths first, the widest last.
+# Members run in the order that gives a usable table soonest: every budget
+# and seed of the narrow widths (NARROW) first, then the wide ones (WIDE)
+# budget by budget, shortest first.
 set -euo pipefail
 DATA=${DATA:-/tmp/cifar10-jpeg}
 ROOT=${ROOT:-/work/runs/cifar10-budget}
-WIDTHS=${WIDTHS:-"1 2 4"}
+NARROW=${NARROW:-"1 2"}
+WIDE=${WIDE:-"4"}
 SEEDS=${SEEDS:-"0 1"}
 BUDGETS=${BUDGETS:-"98 196 391 782"}   # 0.25, 0.5, 1 and 2 epochs
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+
+member() {  # member K SEED STEPS
+  wrn-trax sweep --family paper --depths 16 --widen-factors "$1" --seeds "$2" \
+    --dataset cifar10 --data-dir "$DATA" --recipe paper --steps "$3" \
+    --set eval_every=98 --set checkpoint_every=98 --root "$ROOT"
+}
+
 for seed in $SEEDS; do
-  for k in $WIDTHS; do
-    for steps in $BUDGETS; do
-      wrn-trax sweep --family paper --depths 16 --widen-factors "$k" --seeds "$seed" \
-        --dataset cifar10 --data-dir "$DATA" --recipe paper --steps "$steps" \
-        --set eval_every=98 --set checkpoint_every=98 --root "$ROOT"
-    done
+  for k in $NARROW; do
+    for steps in $BUDGETS; do member "$k" "$seed" "$steps"; done
+  done
+done
+for steps in $BUDGETS; do
+  for k in $WIDE; do
+    for seed in $SEEDS; do member "$k" "$seed" "$steps"; done
   done
 done
