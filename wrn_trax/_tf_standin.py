@@ -17,8 +17,8 @@ which packages are stand-ins, for the run record.
 What the stand-in provides is real, not a dummy: `tf.io.gfile` is the local
 file system (a `GFile` is a Python file object, so it reports its real `mode`,
 which `gzip.GzipFile(fileobj=...)` needs to write trax's checkpoints), and
-the summaries are written by TensorBoard's own event writer (TensorBoard is
-needed for that part only). Any other name is a placeholder that trax can
+the summaries are written by TensorBoard's own event writer (where
+TensorBoard is missing too, they are dropped with one warning). Any other name is a placeholder that trax can
 name at import and that raises a RuntimeError naming the missing piece and
 the fix (install TensorFlow) when called: the TFDS loaders and the seed
 notebooks' tensorflow-numpy backend need the real packages.
@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import types
+import warnings
 
 # The packages this module can stand in for.
 PACKAGES = ('tensorflow', 'tensorflow_datasets', 'tensorflow_text')
@@ -255,31 +256,70 @@ _GFILE = dict(GFile=GFile, exists=exists, isdir=isdir, makedirs=makedirs,
 # ------------------------------------------------------ summaries (jaxboard)
 
 
+def _tensorboard(module):
+  """A TensorBoard module, or None (warned once) where it is not installed."""
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    if not _tensorboard.warned:
+      _tensorboard.warned = True
+      warnings.warn(
+          'Neither TensorFlow nor TensorBoard is installed: the trax Loop\'s '
+          'TensorBoard summaries are not written (metrics.jsonl in the run '
+          'folder has the metrics). pip install tensorboard to get them.',
+          RuntimeWarning, stacklevel=3)
+    return None
+
+
+_tensorboard.warned = False
+
+
+class _DiscardMeta(type):
+  def __getattr__(cls, attr):
+    if attr.startswith('__'):
+      raise AttributeError(attr)
+    return _Discarded
+
+
+class _Discarded(metaclass=_DiscardMeta):
+  """A summary proto where TensorBoard is missing: takes anything, keeps
+  nothing (`Summary(value=[Summary.Value(...)])` builds and is dropped)."""
+
+  def __init__(self, *args, **kwargs):
+    del args, kwargs
+
+
 class EventFileWriter:
   """tensorflow's EventFileWriter(logdir, max_queue, flush_secs, suffix).
 
-  TensorBoard's own writer underneath; imported on first use, so only a Loop
-  that writes summaries needs TensorBoard.
+  TensorBoard's own writer underneath, imported on first use; where
+  TensorBoard is missing too, events are dropped (warned once).
   """
 
   def __init__(self, logdir, max_queue=10, flush_secs=120,
                filename_suffix=None):
-    from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
-    self._writer = event_file_writer.EventFileWriter(
-        logdir, max_queue_size=max_queue, flush_secs=flush_secs,
-        filename_suffix=filename_suffix or '')
+    self._logdir = logdir
+    self._writer = None
+    writer = _tensorboard('tensorboard.summary.writer.event_file_writer')
+    if writer is not None:
+      self._writer = writer.EventFileWriter(
+          logdir, max_queue_size=max_queue, flush_secs=flush_secs,
+          filename_suffix=filename_suffix or '')
 
   def add_event(self, event):
-    self._writer.add_event(event)
+    if self._writer is not None:
+      self._writer.add_event(event)
 
   def flush(self):
-    self._writer.flush()
+    if self._writer is not None:
+      self._writer.flush()
 
   def close(self):
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
   def get_logdir(self):
-    return self._writer.get_logdir()
+    return self._logdir
 
 
 class _LazyProtos(types.ModuleType):
@@ -293,20 +333,16 @@ class _LazyProtos(types.ModuleType):
     setattr(self, _MARK, True)
 
   def __getattr__(self, attr):
-    if attr.startswith('__'):
+    if attr.startswith('__') or attr == '_source':
       raise AttributeError(attr)
-    try:
-      mod = importlib.import_module(self._source)
-    except ImportError as e:
-      raise AttributeError(
-          f'{self.__name__}.{attr}: the stand-in takes it from '
-          f'{self._source}, which cannot be imported ({e}); pip install '
-          'tensorboard, or tensorflow') from None
-    return getattr(mod, attr)
+    mod = _tensorboard(self._source)
+    return _Discarded if mod is None else getattr(mod, attr)
 
 
 def _make_tensor_proto(*args, **kwargs):
-  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  tensor_util = _tensorboard('tensorboard.util.tensor_util')
+  if tensor_util is None:
+    return _Discarded()
   return tensor_util.make_tensor_proto(*args, **kwargs)
 
 
@@ -322,8 +358,8 @@ class _V1(types.ModuleType):
   def __getattr__(self, attr):
     if attr in ('Summary', 'SummaryMetadata', 'SummaryDescription',
                 'HistogramProto'):
-      from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-      return getattr(summary_pb2, attr)
+      summary_pb2 = _tensorboard('tensorboard.compat.proto.summary_pb2')
+      return _Discarded if summary_pb2 is None else getattr(summary_pb2, attr)
     return _missing_attr(self.__name__)(attr)
 
 
