@@ -26,6 +26,7 @@ echo "rehearse: venv ready in $(( $(date +%s) - start )) s"
 [ -d .whl ] || bash bench/device/prepare.sh "$VENV/bin/python"
 rc=0
 PYTHON="$VENV/bin/python" WRN_CHECK_SITE=${TMPDIR:-/tmp}/wrn_rehearse_site \
+  WRN_CHECK_SECONDS=${WRN_CHECK_SECONDS:-900} \
   bash bench/device/run.sh "$OUTDIR" --quick --allow-cpu || rc=$?
 "$VENV/bin/python" - "$OUTDIR" <<'PY'
 import json, sys
