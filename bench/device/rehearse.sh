@@ -3,7 +3,7 @@
 # 3.12, jax/jaxlib 0.11.2 (CPU wheels), numpy, pandas, matplotlib, pillow,
 # tqdm, tensorboard, pytest, scikit-learn (and absl-py, scipy, psutil, six,
 # cloudpickle, which that image has too); NO TensorFlow, TFDS, TF Text, trax,
-# gin or gym. Installs .whl/ (bench/device/prepare.sh) the same way and runs
+# gin or gym. Builds .whl/ (bench/device/prepare.sh), installs it the same way, runs
 #   bash bench/device/run.sh OUTDIR --quick --allow-cpu
 # then checks that the record is complete and the hard items passed.
 #   bash bench/device/rehearse.sh OUTDIR
@@ -23,7 +23,7 @@ if "$VENV/bin/python" -c "import tensorflow" 2>/dev/null; then
   echo "rehearse: $VENV has TensorFlow; the GPU machine has none"; exit 1
 fi
 echo "rehearse: venv ready in $(( $(date +%s) - start )) s"
-[ -d .whl ] || bash bench/device/prepare.sh "$VENV/bin/python"
+bash bench/device/prepare.sh "$VENV/bin/python"   # the wheels of this checkout
 rc=0
 PYTHON="$VENV/bin/python" WRN_CHECK_SITE=${TMPDIR:-/tmp}/wrn_rehearse_site \
   WRN_CHECK_SECONDS=${WRN_CHECK_SECONDS:-900} \
