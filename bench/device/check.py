@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -67,7 +68,8 @@ QUICK = dict(
     budget=dict(device=60, import_safety=90, placement=120, real_data=240,
                 throughput=240, members=200, tf_gpu=60, seed_vs_ours=10),
     placement=dict(model='stock-WRN-10-1', batch=8, steps=4),
-    real_data=dict(steps=4, batch_size=8),
+    real_data=dict(steps=4, model='stock-WRN-10-1', batch_size=8,
+                   precise_bn_batches=2),
     throughput=dict(precisions=('float32', 'bfloat16'),
                     models=(('WRN-10-1', 8),), augments=('host', 'device'),
                     warmup=1, chunk=2, chunks=2),
@@ -238,9 +240,7 @@ def item_real_data(rec, cfg, args, write):
     rec['skipped'] = f'no CIFAR-10 image folders at {folder!r}'
     return
   ref = _reference()
-  kw = dict(cpu_reference.REAL_DATA, steps=cfg['steps'])
-  if 'batch_size' in cfg:
-    kw['batch_size'] = cfg['batch_size']
+  kw = dict(cpu_reference.REAL_DATA, **cfg)  # --quick: smaller, fewer
   import wrn_trax  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   model = kw.pop('model')
@@ -250,10 +250,13 @@ def item_real_data(rec, cfg, args, write):
   rec.update(model=model, run=kw, test_error=s['test_error'],
              status_of_run=s['status'], seconds=time.perf_counter() - t0,
              images_per_s=s.get('images_per_s'), reference=ref)
-  same = ref is not None and ref.get('steps') == cfg['steps']
+  same = ref is not None and all(ref.get(k) == v for k, v in
+                                 cpu_reference.REAL_DATA.items()) and all(
+                                     cpu_reference.REAL_DATA.get(k) == v
+                                     for k, v in cfg.items())
   if not same:
-    rec['skipped'] = (f'trained {cfg["steps"]} steps: test error '
-                      f'{s["test_error"]}; no CPU reference for that many')
+    rec['skipped'] = (f'{model}, {kw}: test error {s["test_error"]}; the '
+                      'CPU reference is of another run (or missing)')
     return
   rec['ok'], rec['summary'] = judge_real_data(s['test_error'],
                                               ref['test_error'])
@@ -290,6 +293,7 @@ def item_throughput(rec, cfg, args, write):
         rows.append(dict(model=model, precision=precision,
                          error=f'limit: {type(e).__name__}: {e}'[:300]))
         rec['ok'] = False
+        rec['summary'] = rows[-1]['error']
         write()
         continue
       for augment in cfg['augments']:
@@ -441,12 +445,18 @@ def run_child(name, budget, args, part):
   cmd += ['--allow-cpu'] if args.allow_cpu else []
   cmd += ['--data', args.data] if args.data else []
   t0 = time.perf_counter()
+  # A session of its own, so that a kill at the budget takes the item's own
+  # children (the members' workers) with it.
+  proc = subprocess.Popen(  # pylint: disable=consider-using-with
+      cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget,
-                          check=False)
-    tail, timed_out = (proc.stderr or proc.stdout)[-1500:], False
-  except subprocess.TimeoutExpired as e:
-    tail, timed_out = str(e.stderr or '')[-1500:], True
+    out, err = proc.communicate(timeout=budget)
+    tail, timed_out = (err or out)[-1500:], False
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate()
+    tail, timed_out = (err or '')[-1500:], True
   rec = {}
   if os.path.exists(part):
     with open(part) as f:
@@ -548,6 +558,10 @@ def main(argv=None):
   p.add_argument('--part')
   p.add_argument('--member-worker', nargs=3)
   args = p.parse_args(argv)
+  # Where TensorFlow is missing, its stand-in before anything imports trax
+  # (bench/_common imports trax directly; wrn_trax's modules do this too).
+  from wrn_trax import _tf_standin  # pylint: disable=g-import-not-at-top
+  _tf_standin.install_if_missing()
   if args.member_worker:
     model, batch, seconds = args.member_worker
     return member_worker(model, int(batch), float(seconds))
