@@ -52,7 +52,8 @@ MIN_MEMBERS_GAIN = 0.9
 
 FULL = dict(
     budget=dict(device=30, import_safety=30, tf_gpu=25, seed_vs_ours=10,
-                placement=60, real_data=100, members=60, throughput=150),
+                placement=60, real_data=100, members=80,
+                throughput=1000),  # last: what is left
     placement=dict(model='stock-WRN-22-1', batch=64, steps=20),
     real_data=dict(steps=300),
     throughput=dict(
@@ -62,7 +63,7 @@ FULL = dict(
                 ('WRN-16-4', 128), ('WRN-28-10', 128)),
         augments=('host', 'device'), warmup=3, chunk=20, chunks=3),
     members=dict(model='stock-WRN-22-1', batch=64, counts=(1, 4),
-                 seconds=8.0),
+                 seconds=6.0),
 )
 QUICK = dict(
     budget=dict(device=60, import_safety=90, placement=120, real_data=240,
