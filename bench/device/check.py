@@ -340,6 +340,11 @@ def item_members(rec, cfg, args, write):
                  dict(error=(e.strip() or o.strip())[-300:]))
     results[n] = out
     rec['env'] = {n: sweep.member_env_vars(1.0 / n) for n in cfg['counts']}
+    rec['summary'] = '; '.join(
+        f'{k} member(s): ' + ', '.join(
+            f'{r["images_per_s"]:,.0f} img/s, {r["peak_device_mb"]} MiB'
+            if 'error' not in r else 'error' for r in rs)
+        for k, rs in results.items())
     write()
   rec['ok'], rec['summary'] = judge_members(results)
 
