@@ -36,7 +36,11 @@ def main():
   p.add_argument('--out', default=os.path.join(HERE, 'cpu_reference.json'))
   a = p.parse_args()
   t0 = time.perf_counter()
-  s = train_real_data(a.data, tempfile.mkdtemp(prefix='wrn_cpu_ref_'))
+  workdir = tempfile.mkdtemp(prefix='wrn_cpu_ref_')
+  s = train_real_data(a.data, workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  s = dict(s, versions=config.get('versions'), device=config.get('device'))
   rec = dict(REAL_DATA, test_error=s['test_error'], status=s['status'],
              step=s['step'], eval_examples=s['eval_examples'],
              seconds=time.perf_counter() - t0,
