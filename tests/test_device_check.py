@@ -122,3 +122,12 @@ def test_markdown_and_status_of_a_record():
   assert check.status_of(dict(skipped='x')) == 'skipped'
   assert check.status_of(dict(ok=False)) == 'failed'
   assert check.status_of(dict(ok=True)) == 'ok'
+
+
+def test_the_committed_cpu_reference_is_the_run_the_gpu_item_trains():
+  import cpu_reference  # pylint: disable=g-import-not-at-top
+  ref = check._reference()  # pylint: disable=protected-access
+  assert ref is not None and ref['status'] == 'done'
+  assert all(ref[k] == v for k, v in cpu_reference.REAL_DATA.items())
+  assert check.FULL['real_data']['steps'] == ref['steps']
+  assert 0.0 < ref['test_error'] < 0.9 and ref['eval_examples'] == 10_000
