@@ -47,12 +47,19 @@ def _run(python, code, env, *args):
   return proc.stdout + proc.stderr
 
 
-def test_real_packages_are_never_replaced():
-  # This environment has TensorFlow installed: it is never stood in for.
-  assert _tf_standin._installed('tensorflow')  # pylint: disable=protected-access
-  assert 'tensorflow' not in _tf_standin.install_if_missing()
-  assert _tf_standin.active()['tensorflow'] == 'real'
-  assert not getattr(sys.modules.get('tensorflow'), '_wrn_trax_standin', False)
+def test_real_packages_are_never_replaced(python, subprocess_env):
+  """Where TensorFlow is installed it is the one imported, never the stand-in
+  (the no-TF case is the next tests')."""
+  out = _run(python, """
+      import json
+      from wrn_trax import _tf_standin
+      installed = _tf_standin._installed('tensorflow')
+      done = _tf_standin.install_if_missing()
+      print(json.dumps([installed, done, _tf_standin.active()]))
+      """, subprocess_env)
+  installed, done, active = json.loads(out.strip().splitlines()[-1])
+  assert ('tensorflow' in done) is (not installed)
+  assert active['tensorflow'] == ('real' if installed else 'stand-in')
 
 
 def test_gfile_writes_gzip_through_its_real_mode_and_renames(tmp_path):
