@@ -53,6 +53,7 @@ import sys
 import warnings
 
 from wrn_trax import _quiet
+from wrn_trax import _tf_standin
 
 # --------------------------------------------------------- the patch table
 
@@ -258,7 +259,9 @@ def import_trax():
 
 # TF and gym quietly, the known warnings filtered, then trax with a cheap
 # inspect.stack, all before jax is imported here: whoever imports trax
-# through us gets the silencing first.
+# through us gets the silencing first. Where TensorFlow, TFDS or TF Text is
+# not installed, a stand-in takes its place first (wrn_trax/_tf_standin.py).
+_tf_standin.install_if_missing()
 _quiet.silence_imports()
 import_trax()
 

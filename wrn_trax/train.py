@@ -757,6 +757,9 @@ def _versions():
     except md.PackageNotFoundError:
       out[pkg] = None
   out['python'] = platform.python_version()
+  # True where TensorFlow is wrn_trax's stand-in (wrn_trax/_tf_standin.py).
+  from wrn_trax import _tf_standin  # pylint: disable=g-import-not-at-top
+  out['tensorflow_standin'] = _tf_standin.active()['tensorflow'] == 'stand-in'
   return out
 
 
