@@ -129,7 +129,7 @@ def test_every_path_to_tensorflow_hides_the_gpus(entry, python,
   # Hidden (at least once), and TF's C++ log level keeps ERROR lines
   # (jaxlib's out-of-memory dumps and cuDNN failures read the same one).
   line = [l for l in out.stdout.splitlines() if l.startswith('CALLS')][-1]
-  assert "'GPU'" in line and line.endswith(' 2')
+  assert "'GPU'" in line and line.split()[-1] in ('1', '2')  # not '3'
 
 
 def test_quiet_keeps_error_lines():
