@@ -804,10 +804,13 @@ def _run(args, names, cfg, record, ctx, t_start):
 
 
 def _hide_gpus_from_tensorflow():
-  """TF only feeds data here; keep it off the GPU jax measures (as train)."""
-  with contextlib.suppress(Exception):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], 'GPU')
+  """TF only feeds data here; keep it off the GPU jax measures (as train).
+
+  `wrn_trax._tf.import_tensorflow`, the one place wrn_trax imports TF: it
+  warns (with the fix) where TF had initialised a GPU already.
+  """
+  from wrn_trax import _quiet  # pylint: disable=g-import-not-at-top
+  _quiet.import_tensorflow_quietly()
 
 
 if __name__ == '__main__':

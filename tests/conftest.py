@@ -7,6 +7,10 @@ import pytest
 # Tests pin TF/jax to the CPU and keep XLA to the cores it is given.
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# No persistent compilation cache in the tests' runs (wrn_trax.devices): each
+# test compiles what it runs, as it did before the cache. Tests of the cache
+# unset it.
+os.environ.setdefault('WRN_TRAX_COMPILATION_CACHE', '0')
 
 # `import wrn_trax` alone imports no trax; the tests run with TF, gym and trax
 # imported through it (quietly, patched), as after a user's first training.

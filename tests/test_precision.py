@@ -239,7 +239,12 @@ def _dev(platform, cc=None, kind=''):
     (_dev('gpu', '8.0', 'NVIDIA A100-SXM4-40GB'), 1, 'bfloat16'),
     (_dev('gpu', '8.9', 'NVIDIA L4'), 2, 'bfloat16'),
     (_dev('gpu', '7.5', 'Tesla T4'), 1, 'float16'),
-    (_dev('gpu', '6.0', 'Tesla P100-PCIE-16GB'), 1, 'float16'),
+    (_dev('gpu', '6.0', 'Tesla P100-PCIE-16GB'), 1, 'float32'),  # no TCs
+    (_dev('gpu', '7.0', 'Tesla V100-SXM2-16GB'), 1, 'float16'),
+    (_dev('gpu', '9.0', 'NVIDIA H100 80GB HBM3'), 1, 'bfloat16'),
+    (_dev('gpu', '12.0', 'NVIDIA RTX PRO 6000'), 1, 'bfloat16'),
+    (_dev('gpu', None, 'Tesla P100-PCIE-16GB'), 1, 'float32'),
+    (_dev('gpu', None, 'Some Future GPU'), 1, 'float32'),
     (_dev('gpu', '7.5', 'Tesla T4'), 2, 'float32'),  # no multi-device scaling
     (_dev('gpu', None, 'NVIDIA L4'), 1, 'bfloat16'),
     (_dev('gpu', None, 'Tesla V100-SXM2-16GB'), 1, 'float16'),
@@ -247,6 +252,26 @@ def _dev(platform, cc=None, kind=''):
 def test_auto_picks_per_device(device, n, want):
   assert precision_lib.resolve('auto', device, n_devices=n) == want
   assert precision_lib.resolve('bfloat16', device) == 'bfloat16'
+
+
+@pytest.mark.parametrize('device, kw, want, because', [
+    (_dev('cpu', kind='cpu'), {}, 'float32', 'cpu (cpu) has no fast 16-bit'),
+    (_dev('tpu', kind='TPU v4'), {}, 'bfloat16', 'TPU (TPU v4)'),
+    (_dev('gpu', '8.0', 'A100'), {}, 'bfloat16',
+     'compute capability 8 has fast bfloat16'),
+    (_dev('gpu', '7.5', 'Tesla T4'), {}, 'float16', 'float16 tensor cores'),
+    (_dev('gpu', '7.5', 'Tesla T4'), dict(raw_inputs=True), 'float32',
+     'raw 0-255 pixels'),
+    (_dev('gpu', '7.5', 'Tesla T4'), dict(n_devices=2), 'float32',
+     'this run has 2'),
+    (_dev('gpu', '6.0', 'Tesla P100'), {}, 'float32', 'no tensor cores'),
+    (_dev('gpu', None, 'Mystery'), {}, 'float32', 'unknown compute'),
+])
+def test_auto_says_why(device, kw, want, because):
+  used, reason = precision_lib.explain('auto', device, **kw)
+  assert used == want and because in reason and reason.startswith('auto: ')
+  assert precision_lib.explain('float16', device, **kw) == (
+      'float16', "asked for ('float16')")
 
 
 def test_auto_avoids_float16_on_raw_pixels():
@@ -260,7 +285,7 @@ def test_auto_avoids_float16_on_raw_pixels():
 def test_precision_is_a_checked_recipe_field():
   for name in recipes.RECIPES:
     r = recipes.get(name, 'cifar10')
-    assert r['precision'] == 'float32' and r['loss_scale_period'] == 2000
+    assert r['precision'] == 'auto' and r['loss_scale_period'] == 2000
   assert recipes.get('smoke', precision='bfloat16')['precision'] == 'bfloat16'
   with pytest.raises(ValueError, match='precision must be one of'):
     recipes.get('smoke', precision='fp16')
@@ -283,22 +308,25 @@ def _checkpoint_arrays(workdir, name):
 
 
 @pytest.mark.slow
-def test_float32_run_is_the_default_run_and_auto_is_float32_on_cpu(tmp_path):
+def test_the_default_run_is_auto_and_on_cpu_the_float32_run(tmp_path):
   kw = dict(model=TINY, dataset='digits', recipe='smoke', steps=8,
             verbose=False, eval_every=4, checkpoint_every=4,
             precise_bn_batches=2)
-  default = train_lib.train(workdir=str(tmp_path / 'a'), **kw)
-  auto = train_lib.train(workdir=str(tmp_path / 'b'), precision='auto', **kw)
+  f32 = train_lib.train(workdir=str(tmp_path / 'a'), precision='float32', **kw)
+  auto = train_lib.train(workdir=str(tmp_path / 'b'), **kw)
   for name in ('model.weights.npy.gz', 'model.opt_slots0.npy.gz'):
     for a, b in zip(_checkpoint_arrays(str(tmp_path / 'a'), name),
                     _checkpoint_arrays(str(tmp_path / 'b'), name)):
       np.testing.assert_array_equal(a, b)
-  assert default['test_loss'] == auto['test_loss']
-  assert default['precision'] == auto['precision'] == 'float32'
-  assert default['loss_scale'] is None
+  assert f32['test_loss'] == auto['test_loss']
+  assert f32['precision'] == auto['precision'] == 'float32'
+  assert f32['loss_scale'] is None
   config = runio.read_json(str(tmp_path / 'b' / 'config.json'))
   assert config['precision'] == 'auto'
   assert config['precision_used'] == 'float32'
+  assert config['precision_reason'].startswith('auto: cpu')
+  assert runio.read_json(str(tmp_path / 'a' / 'config.json'))[
+      'precision_reason'] == "asked for ('float32')"
   assert not os.path.exists(str(tmp_path / 'a' / precision_lib.LOSS_SCALE_FILE))
 
 

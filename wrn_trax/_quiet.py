@@ -39,16 +39,39 @@ def _capture_fd2():
       os.close(saved)
 
 
+# The TF_CPP_MIN_LOG_LEVEL `silence_imports` sets where the user set none:
+# 2 hides INFO and WARNING and keeps ERROR (3 would keep FATAL only).
+TF_CPP_MIN_LOG_LEVEL = '2'
+
+
+def import_tensorflow_quietly():
+  """`_tf.import_tensorflow` (TF, its GPUs hidden) with its C++ chatter dropped.
+
+  Runs whether or not TF was imported before (the GPUs are hidden, or a
+  `_tf.TensorFlowOnGpuWarning` says they could not be). That warning is
+  issued after the fd-2 capture, so it reaches the user; TF's own Python
+  warnings during the import are dropped with its C++ lines, as before.
+  """
+  from wrn_trax import _tf  # pylint: disable=g-import-not-at-top
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always', _tf.TensorFlowOnGpuWarning)
+    with _capture_fd2():
+      _tf.import_tensorflow()
+  for w in caught:
+    if issubclass(w.category, _tf.TensorFlowOnGpuWarning):
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def silence_imports():
   """Imports TF and gym quietly and filters trax's known warnings.
 
   Run before trax is imported (`_compat` imports trax right after).
   """
-  # Python-side TF logging (tf_logging) and the C++ logs after absl init.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  if 'tensorflow' not in sys.modules:
-    with _capture_fd2():
-      import tensorflow  # pylint: disable=unused-import,g-import-not-at-top
+  # TF's C++ INFO and WARNING lines after the import. Not '3': jaxlib's C++
+  # logging reads the same variable, and its ERROR lines (an out-of-memory
+  # dump, a cuDNN failure) must stay visible.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', TF_CPP_MIN_LOG_LEVEL)
+  import_tensorflow_quietly()
   # gym prints an "unmaintained" notice to sys.stderr on import; trax.rl
   # imports gym, so trax does too.
   if 'gym' not in sys.modules:

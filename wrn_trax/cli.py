@@ -37,7 +37,7 @@ def _value(text):
 _OPTIONS = ('model', 'dataset', 'recipe', 'workdir', 'seed', 'data_dir',
             'verbose', 'root', 'executor', 'address', 'seeds', 'family',
             'widen_factors', 'depths', 'blocks', 'dropouts',
-            'gpus_per_member')
+            'gpus_per_member', 'gpus')
 
 
 def _overrides(pairs):
@@ -81,6 +81,11 @@ def _recipe_args(args):
     families = {_names.parse(name).family for name in _names.member_models(
         args.widen_factors, args.depths, args.blocks, args.family)}
   overrides = _overrides(args.set)
+  if args.data_parallel:
+    if overrides.get('data_parallel') is False:
+      raise ValueError('--data-parallel and --set data_parallel=False '
+                       'disagree')
+    overrides['data_parallel'] = True
   steps = args.steps
   if 'steps' in overrides:
     value = overrides.pop('steps')
@@ -115,6 +120,9 @@ def _common(p, root_default=None):
                  help="training steps (default: the recipe's)")
   p.add_argument('--set', action='append', metavar='KEY=VALUE',
                  help='override a recipe field, e.g. --set batch_size=64')
+  p.add_argument('--data-parallel', action='store_true',
+                 help='split each batch over all the devices a run sees '
+                 '(BatchNorm per device); default: one device per run')
   p.add_argument('--quiet', action='store_true', help='no progress output')
 
 
@@ -167,10 +175,13 @@ def parser():
   p.add_argument('--executor', default='local', help='local or ray')
   p.add_argument('--address', default=None, help='Ray cluster address')
   p.add_argument('--gpus-per-member', type=float, default=None,
-                 help='with --executor ray: the GPUs each member asks Ray '
-                 'for, e.g. 0.25 (four members per GPU, each capped at '
-                 '0.9 x 0.25 of its memory) or 2 (default: one GPU each '
-                 'where there are GPUs)')
+                 help='the GPUs each member gets, e.g. 0.25 (four members '
+                 'per GPU, each capped at 0.9 x 0.25 of its memory) or 2 '
+                 '(default: one GPU each where there are GPUs)')
+  p.add_argument('--gpus', nargs='*', default=None,
+                 help='with --executor local: the GPU ids to run members on '
+                 '(default: all, from CUDA_VISIBLE_DEVICES or nvidia-smi); '
+                 'with no id, one member after another in this process')
   _common(p)
 
   p = sub.add_parser('report', formatter_class=fmt, epilog=_EPILOG['report'],
@@ -274,7 +285,7 @@ def _dispatch(args):
         steps=steps, root=args.root, executor=args.executor,
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
-        **overrides)
+        gpus=args.gpus, **overrides)
     print(report.format_table(report.summarize(frame)))
     _report_failed_members(frame)
   elif args.command == 'report':

@@ -2,8 +2,8 @@
 
 The recipe field `precision` selects it:
 
-* 'float32' (the default): nothing here is used; every result is what it was
-  before this module existed.
+* 'float32': nothing here is used; every result is what it was before this
+  module existed (what 'auto' picks on the CPU).
 * 'bfloat16': every `Conv` and `Dense` casts its input and its (float32)
   weights to bfloat16 at use, computes in bfloat16 and casts its output back
   to float32 (`cast_compute`). Everything else runs in float32: BatchNorm's
@@ -17,10 +17,14 @@ The recipe field `precision` selects it:
   unchanged) and halves the scale; after `loss_scale_period` good steps in
   a row the scale doubles. The scale is checkpointed beside trax's files
   (`save_loss_scale`), so a resumed run goes on with the same scale.
-* 'auto' (`resolve`): bfloat16 on TPUs and GPUs of compute capability 8.0 or
-  more (A100, L4, H100), float16 on older GPUs (T4, P100, V100), float32 on
-  the CPU. The run record (config.json's `precision_used`, summary.json's
-  `precision`) says which was used.
+* 'auto' (`resolve`, the default of every recipe): bfloat16 on TPUs and on
+  GPUs of compute capability 8.0 or more (A100, L4, H100), float16 with loss
+  scaling on 7.x (T4, V100: tensor cores, no fast bfloat16), float32 on 6.x
+  (P100: no tensor cores, so float16 gains little and risks skipped steps)
+  and on the CPU. Two cases keep float32 where float16 would be picked: raw
+  0-255 pixels (the notebook recipe; see `explain`) and several devices.
+  The run record (config.json's `precision_used` and `precision_reason`,
+  summary.json's `precision`) says which ran and why.
 
 Loss scaling runs in the single-device step of `_compat`; on several devices
 float16 is refused (and 'auto' picks float32 there when it would pick
@@ -45,12 +49,15 @@ MIN_LOSS_SCALE = 1.0
 LOSS_SCALE_FILE = 'loss_scale.json'
 _KEEP_ENTRIES = 4
 
-# Compute capability (major) from which a GPU has fast bfloat16 (Ampere).
+# Compute capability from which a GPU has fast bfloat16 (Ampere), and from
+# which it has float16 tensor cores (Volta, Turing).
 _BF16_MIN_CAPABILITY = 8.0
+_FP16_MIN_CAPABILITY = 7.0
 # Where jax gives no compute_capability: device kinds by name.
 _BF16_GPU_KINDS = ('a100', 'a10', 'a30', 'a40', 'a6000', 'l4', 'l40', 'h100',
                    'h200', 'h800', 'gh200', 'b100', 'b200', 'rtx 30',
-                   'rtx 40', 'rtx 50')
+                   'rtx 40', 'rtx 50', 'rtx pro')
+_FP16_GPU_KINDS = ('t4', 'v100', 'titan v', 'rtx 20', 'quadro rtx')
 
 
 def check(precision):
@@ -69,12 +76,13 @@ def _capability(device):
     return None
 
 
-def resolve(precision, device=None, n_devices=1, raw_inputs=False):
-  """The precision `precision` stands for on `device`.
+def explain(precision, device=None, n_devices=1, raw_inputs=False):
+  """The precision `precision` stands for on `device`, and why.
 
   Args:
     precision: one of PRECISIONS.
-    device: a jax device; default the first local one.
+    device: a jax device (or anything with its `platform`, `device_kind` and,
+      for GPUs, `compute_capability`); default the first local one.
     n_devices: how many devices train. 'auto' picks float32 instead of
       float16 where this is more than one, because loss scaling runs on one
       device only.
@@ -85,28 +93,59 @@ def resolve(precision, device=None, n_devices=1, raw_inputs=False):
       and diverged (README, "Precision"); bfloat16 has float32's range.
 
   Returns:
-    'float32', 'bfloat16' or 'float16'.
+    (precision, reason): 'float32', 'bfloat16' or 'float16', and one
+    sentence saying why (what config.json records as `precision_reason`).
   """
   check(precision)
   if precision != 'auto':
-    return precision
+    return precision, f'asked for ({precision!r})'
   if device is None:
     import jax  # pylint: disable=g-import-not-at-top
     device = jax.local_devices()[0]
   platform = getattr(device, 'platform', 'cpu')
+  kind = str(getattr(device, 'device_kind', '') or platform)
   if platform == 'tpu':
-    return 'bfloat16'
-  if platform in ('gpu', 'cuda', 'rocm'):
-    cc = _capability(device)
-    if cc is None:
-      kind = str(getattr(device, 'device_kind', '')).lower()
-      fast = any(k in kind for k in _BF16_GPU_KINDS)
+    return 'bfloat16', f'auto: TPU ({kind}) computes in bfloat16'
+  if platform not in ('gpu', 'cuda', 'rocm'):
+    return 'float32', f'auto: {platform} ({kind}) has no fast 16-bit units'
+  cc = _capability(device)
+  low = kind.lower()
+  if cc is None:
+    if any(k in low for k in _BF16_GPU_KINDS):
+      tier = 'bfloat16'
+    elif any(k in low for k in _FP16_GPU_KINDS):
+      tier = 'float16'
     else:
-      fast = cc >= _BF16_MIN_CAPABILITY
-    if fast:
-      return 'bfloat16'
-    return 'float16' if n_devices == 1 and not raw_inputs else 'float32'
-  return 'float32'
+      return 'float32', (f'auto: GPU {kind} of unknown compute capability '
+                         '(float32 is the safe choice)')
+    where = f'GPU {kind} (by name)'
+  else:
+    tier = ('bfloat16' if cc >= _BF16_MIN_CAPABILITY else
+            'float16' if cc >= _FP16_MIN_CAPABILITY else 'float32')
+    where = f'GPU {kind}, compute capability {cc:g}'
+  if tier == 'bfloat16':
+    return 'bfloat16', f'auto: {where} has fast bfloat16'
+  if tier == 'float32':
+    return 'float32', (f'auto: {where} has no tensor cores (float16 would '
+                       'gain little and risk skipped steps)')
+  if n_devices != 1:
+    return 'float32', (f'auto: {where} would take float16, but loss scaling '
+                       f'runs on one device and this run has {n_devices}')
+  if raw_inputs:
+    return 'float32', (
+        f'auto: {where} would take float16, but the inputs are raw 0-255 '
+        "pixels (preprocess 'raw'), on which float16 overflows and "
+        "diverges; set preprocess='cifar' (or precision='float16') for it")
+  return 'float16', f'auto: {where} has float16 tensor cores (loss scaled)'
+
+
+def resolve(precision, device=None, n_devices=1, raw_inputs=False):
+  """The precision `precision` stands for on `device` (`explain`'s first).
+
+  Returns:
+    'float32', 'bfloat16' or 'float16'.
+  """
+  return explain(precision, device, n_devices, raw_inputs)[0]
 
 
 def compute_dtype(precision):

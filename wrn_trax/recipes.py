@@ -67,7 +67,12 @@ def base():
       precise_bn_batches=_PRECISE_BN_BATCHES,
       checkpoint_every=1000,
       backend='jax',           # the only backend `train` runs.
-      precision='float32',     # or 'bfloat16', 'float16', 'auto' (per device).
+      precision='auto',        # per device (precision.explain): bfloat16 on
+                               # cc >= 8 and TPUs, float16 on 7.x, float32 on
+                               # 6.x and CPUs; or 'float32', 'bfloat16', ...
+      data_parallel=False,     # True: batches split over all local devices
+                               # (pmap; BatchNorm per device). False: one
+                               # device, whatever the machine has.
       loss_scale_period=_LOSS_SCALE_PERIOD,  # float16 only.
   )
 
@@ -265,6 +270,9 @@ def _check(r):
   if r['precision'] not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got '
                      f'{r["precision"]!r}')
+  if not isinstance(r['data_parallel'], bool):
+    raise ValueError('data_parallel must be True or False, got '
+                     f'{r["data_parallel"]!r}')
   if (not isinstance(r['loss_scale_period'], int)
       or isinstance(r['loss_scale_period'], bool)
       or r['loss_scale_period'] <= 0):

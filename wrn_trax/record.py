@@ -28,13 +28,14 @@ IDENTITY_FIELDS = ('run_name', 'model', 'family', 'depth', 'widen_factor',
 # Added by `train.resolve` once the data set and the device are known.
 RESOLVED_FIELDS = ('lr_milestone_steps', 'n_classes', 'image_shape',
                    'n_train', 'n_test', 'versions', 'device', 'n_devices',
-                   'precision_used')
+                   'bn_batch_per_device', 'precision_used', 'precision_reason')
 
 # Fields that may differ between two sessions of one run without mixing runs
 # (a resume on another machine, a moved data dir). 'precision_used' is what
-# 'auto' chose on this session's device.
+# 'auto' chose on this session's device, and 'precision_reason' why.
 VOLATILE_FIELDS = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
-                   'verbose', 'precision_used')
+                   'verbose', 'precision_used', 'precision_reason',
+                   'bn_batch_per_device')
 
 STATUSES = ('done', 'diverged', 'failed', 'running')
 
@@ -60,7 +61,9 @@ class Summary:
   median_step_seconds: Optional[float] = None
   images_per_s: Optional[float] = None
   peak_host_mb: Optional[float] = None
-  peak_device_mb: Optional[float] = None
+  peak_device_mb: Optional[float] = None  # XLA's peak of the process:
+  peak_device_scope: Optional[str] = None  # 'run', or 'process: ...' where
+                                           # earlier runs trained in it
   precision: Optional[str] = None  # what ran: 'auto' resolved
   loss_scale: Optional[float] = None  # float16 only
   skipped_steps: Optional[int] = None  # float16 only
@@ -86,7 +89,8 @@ class Summary:
 
 # summary.json's fields in order, and those that hold text, not numbers.
 SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(Summary))
-SUMMARY_TEXT_FIELDS = ('status', 'reason', 'test_bn', 'precision')
+SUMMARY_TEXT_FIELDS = ('status', 'reason', 'test_bn', 'precision',
+                       'peak_device_scope')
 
 
 def summary_path(workdir):
@@ -172,6 +176,11 @@ def check_same_run(old, new, workdir):
                                  f'a JSON {type(old).__name__}, not an object')
   old = upgrade_config(old)
   keys = (set(new) & set(old)) - set(VOLATILE_FIELDS)
+  if not _asked_for_precision(old) and not _asked_for_precision(new):
+    # The recipes' default precision was 'float32' before it became 'auto':
+    # a run made with the default still resumes ('auto' picks float32 on
+    # the CPU; precision_used records what each session ran).
+    keys.discard('precision')
   diff = sorted(k for k in keys
                 if not (k == 'steps' and new[k] is None)
                 and _jsonable(old.get(k)) != _jsonable(new.get(k)))
@@ -181,6 +190,10 @@ def check_same_run(old, new, workdir):
     raise ValueError(
         f'{workdir} holds a run of another config ({details}). Use another '
         'workdir for this config, or delete that folder to start it again.')
+
+
+def _asked_for_precision(config):
+  return 'precision' in (config.get('overrides') or {})
 
 
 def _jsonable(x):

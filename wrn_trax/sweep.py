@@ -2,19 +2,28 @@
 
 Every member is an ordinary `wrn_trax.train` run in its own folder under
 `root`, named from its config, so rerunning a sweep skips finished members,
-resumes partial ones from their last checkpoint and runs the rest. Members run
-one after another (`executor='local'`) or as Ray tasks, one accelerator each
-(`executor='ray'`), or a share of one (`gpus_per_member=0.25`: four members
-per GPU, each with its share of the GPU's memory).
+resumes partial ones from their last checkpoint and runs the rest.
+
+`executor='local'` (no Ray needed): on a machine with GPUs, one member per
+GPU at once, each in its own process that sees only its GPU
+(CUDA_VISIBLE_DEVICES), or a share of one (`gpus_per_member=0.25`: four
+members per GPU, each with its share of the GPU's memory); without a GPU,
+one member after another in this process. `executor='ray'`: Ray tasks, one
+accelerator (or share) each.
 """
+import concurrent.futures
 import itertools
 import math
 import numbers
 import os
+import queue
+import subprocess
+import sys
 import time
 import warnings
 
 from wrn_trax import _names
+from wrn_trax import devices as devices_lib
 from wrn_trax import record
 from wrn_trax import runio
 from wrn_trax import train as train_lib
@@ -75,7 +84,8 @@ def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
 def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
           seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
           steps=None, root='runs', executor='local', address=None,
-          data_dir=None, verbose=True, gpus_per_member=None, **overrides):
+          data_dir=None, verbose=True, gpus_per_member=None, gpus=None,
+          **overrides):
   """Trains every member of a grid and returns one row per run.
 
   The defaults are the seed study (stock trax WideResnet, k = 1..4, the seed
@@ -93,18 +103,25 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
       'paper' or 'smoke'.
     steps: training steps per member (default: the recipe's).
     root: the folder holding one run folder per member.
-    executor: 'local' (one member at a time) or 'ray'.
+    executor: 'local' (one member per GPU at once, each in its own
+      process; without GPUs one member at a time in this process) or
+      'ray'.
     address: with executor='ray', the address of an existing Ray cluster
       (e.g. 'auto' or 'ray://head:10001'); None starts a local one.
     data_dir: where the data set lies.
     verbose: print progress and each member's log.
-    gpus_per_member: with executor='ray', the GPUs each member asks Ray for:
-      a share 0 < g <= 1 of one GPU (0.25: four members per GPU) or a whole
-      number of GPUs. A member with a share g < 1 also asks for g of a CPU
-      (so that a Colab's two vCPUs do not cap it at two members) and may
-      use `MEMORY_HEADROOM` * g of the GPU's memory (`member_env_vars`).
-      None (the default): one GPU each where the cluster has GPUs, else one
-      CPU each.
+    gpus_per_member: the GPUs each member gets: a share 0 < g <= 1 of one
+      GPU (0.25: four members per GPU) or a whole number of GPUs. A member
+      with a share g < 1 may use `MEMORY_HEADROOM` * g of the GPU's memory
+      (`member_env_vars`); with Ray it also asks for g of a CPU (so that a
+      Colab's two vCPUs do not cap it at two members). None (the default):
+      one GPU each where there are GPUs, else (Ray) one CPU each or (local)
+      one member at a time in this process. A member given several GPUs
+      still trains on one unless `data_parallel=True`.
+    gpus: with executor='local', the GPU ids to run members on (as
+      CUDA_VISIBLE_DEVICES numbers them); default `devices.local_gpus()`
+      (CUDA_VISIBLE_DEVICES, else nvidia-smi); [] trains the members one
+      after another in this process.
     **overrides: recipe fields for every member (batch_size, lr, ...).
 
   Returns:
@@ -115,13 +132,19 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   if executor not in EXECUTORS:
     raise ValueError(f'unknown executor {executor!r}; choose one of {EXECUTORS}')
   gpus_per_member = check_gpus_per_member(gpus_per_member, executor)
+  slots = None
   if executor == 'ray':
     _require_ray()
+    if gpus is not None:
+      raise ValueError("gpus= is for executor='local'; Ray places members "
+                       'on the GPUs of its cluster')
+  else:
+    slots = local_slots(gpus_per_member, gpus)
   members = plan(widen_factors, depths, blocks, dropouts, seeds, family,
                  dataset, recipe, steps, root, data_dir, **overrides)
   os.makedirs(root, exist_ok=True)
   if executor == 'local':
-    summaries = _run_local(members, verbose)
+    summaries = _run_local(members, verbose, slots, root)
   else:
     summaries = _run_ray(members, address, verbose, gpus_per_member)
   frame = members_frame(members, summaries)
@@ -159,7 +182,10 @@ def _run_member(member, verbose):
     return summary
 
 
-def _run_local(members, verbose):
+def _run_local(members, verbose, slots=None, root='runs'):
+  """Trains the members here, one after another, or in `slots` at once."""
+  if slots:
+    return _run_local_processes(members, verbose, slots, root)
   summaries, durations = [], []
   for i, (workdir, config) in enumerate(members):
     if verbose:
@@ -191,7 +217,8 @@ def check_gpus_per_member(gpus_per_member, executor):
   """`sweep`'s gpus_per_member, checked: None, a float in (0, 1] or an int.
 
   Raises ValueError for anything else (0, a negative number, 1.5, a string,
-  a bool) and for a value given with an executor other than 'ray'.
+  a bool). Both executors take it (the local one checks it against the
+  machine's GPUs in `local_slots`).
   """
   g = gpus_per_member
   if g is None:
@@ -201,11 +228,157 @@ def check_gpus_per_member(gpus_per_member, executor):
     raise ValueError(
         f'gpus_per_member must be a share of one GPU (0 < g <= 1, e.g. 0.25 '
         f'for four members per GPU) or a whole number of GPUs, got {g!r}')
-  if executor != 'ray':
-    raise ValueError(
-        f"gpus_per_member needs executor='ray', not {executor!r} (the local "
-        'executor trains one member at a time on all the devices it sees)')
+  del executor  # both executors take it
   return float(g) if g < 1 else int(g)
+
+
+# ------------------------------------------- local: one process per GPU ----
+
+
+def local_slots(gpus_per_member=None, gpus=None):
+  """Where the local executor runs members: one env-var dict per slot.
+
+  A slot is a place for one member at a time: a GPU (the default), a share
+  of one (g < 1: round(1 / g) slots per GPU, each with the memory cap of
+  `member_env_vars`) or a group of g GPUs (whole g; GPUs left over stay
+  idle). Slots alternate between GPUs, so the first members spread over
+  all of them.
+
+  Args:
+    gpus_per_member: checked by `check_gpus_per_member`, or None (1).
+    gpus: GPU ids (str or int); default `devices.local_gpus()`.
+
+  Returns:
+    A list of dicts of environment variables (CUDA_VISIBLE_DEVICES and, for
+    a share, XLA_PYTHON_CLIENT_MEM_FRACTION); [] where there is no GPU:
+    the members then train one after another in this process.
+
+  Raises:
+    ValueError: gpus_per_member given without GPUs, or more GPUs per member
+      than there are.
+  """
+  gpus = devices_lib.local_gpus() if gpus is None else [str(g) for g in gpus]
+  g = gpus_per_member
+  if not gpus:
+    if g is not None:
+      raise ValueError(
+          f'gpus_per_member={g:g} but this machine shows no GPU to the local '
+          'executor (CUDA_VISIBLE_DEVICES, nvidia-smi); leave it out to train '
+          'the members one after another here, or pass gpus=[...]')
+    return []
+  if g is None or g == 1:
+    return [{'CUDA_VISIBLE_DEVICES': gpu} for gpu in gpus]
+  if g < 1:
+    per_gpu = max(1, int(round(1 / g)))
+    env = member_env_vars(g)
+    return [dict(env, CUDA_VISIBLE_DEVICES=gpu)
+            for _ in range(per_gpu) for gpu in gpus]
+  if g > len(gpus):
+    raise ValueError(f'gpus_per_member={g} but the local executor has '
+                     f'{len(gpus)} GPU(s): {",".join(gpus)}')
+  return [{'CUDA_VISIBLE_DEVICES': ','.join(gpus[i:i + g])}
+          for i in range(0, len(gpus) - g + 1, g)]
+
+
+# Where a local sweep keeps each member process's spec, result and log.
+MEMBERS_DIR = '.members'
+
+
+def _member_files(root, workdir):
+  base = os.path.join(root, MEMBERS_DIR, os.path.basename(workdir))
+  return base + '.spec.json', base + '.result.json', base + '.log'
+
+
+def _child_env(slot, root):
+  """The environment of a member process: ours, its slot's, the cache's."""
+  env = dict(os.environ)
+  env.update(slot)
+  cache = devices_lib.compilation_cache_dir(root)
+  if cache:
+    env.setdefault('JAX_COMPILATION_CACHE_DIR', cache)
+  # The child imports this wrn_trax, wherever it was imported from.
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (here, env.get('PYTHONPATH')) if p)
+  env['PYTHONUNBUFFERED'] = '1'
+  return env
+
+
+def _launch_member(index, member, slot, root, verbose):
+  """Trains one member in a new Python process with `slot`'s variables.
+
+  The member's output goes to `root`/.members/<run>.log; it writes its
+  summary (and what it saw: its CUDA_VISIBLE_DEVICES, memory cap, pid and
+  start and end times) to <run>.result.json. A process that dies without
+  one (killed, out of host memory) gets a 'failed' summary naming the log.
+
+  Returns:
+    The member's summary (a dict).
+  """
+  del index, verbose
+  spec_path, result_path, log_path = _member_files(root, member['workdir'])
+  os.makedirs(os.path.dirname(spec_path), exist_ok=True)
+  if os.path.exists(result_path):
+    os.remove(result_path)
+  runio.write_json(spec_path, dict(workdir=member['workdir'],
+                                   config=member['config'],
+                                   result=result_path))
+  with open(log_path, 'w') as log:
+    proc = subprocess.run(
+        [sys.executable, '-m', 'wrn_trax._member', spec_path],
+        env=_child_env(slot, root), stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, check=False)
+  result = runio.read_json_or_none(result_path)
+  if result is None:
+    return record.write_failed_summary(
+        member['workdir'],
+        f'the member process exited with status {proc.returncode} before '
+        f'writing its result; see {log_path}', keep_existing=True).to_dict()
+  return result['summary']
+
+
+def _run_local_processes(members, verbose, slots, root):
+  """Runs the members in processes, one per slot at a time (`local_slots`).
+
+  The driver (this process) only starts members and waits: it trains
+  nothing and needs no GPU memory.
+  """
+  free = queue.Queue()
+  for slot in slots:
+    free.put(slot)
+  summaries = [None] * len(members)
+  done = []
+  t0 = time.time()
+  if verbose:
+    where = sorted({s['CUDA_VISIBLE_DEVICES'] for s in slots})
+    print(f'== sweep: {len(members)} members, up to {len(slots)} at once on '
+          f'GPU(s) {", ".join(where)} (logs in '
+          f'{os.path.join(root, MEMBERS_DIR)})', flush=True)
+
+  def job(i):
+    workdir, config = members[i]
+    slot = free.get()
+    try:
+      if verbose:
+        print(f'== sweep: member {i + 1}/{len(members)} started on GPU '
+              f'{slot["CUDA_VISIBLE_DEVICES"]}: {os.path.basename(workdir)}',
+              flush=True)
+      summary = _launch_member(i, dict(workdir=workdir, config=config), slot,
+                               root, verbose)
+    finally:
+      free.put(slot)
+    summaries[i] = summary
+    done.append(i)
+    if verbose:
+      print(f'== sweep: member {i + 1}/{len(members)} '
+            f'{summary.get("status")} ({len(done)}/{len(members)} done, '
+            f'{_hms(time.time() - t0)}): {os.path.basename(workdir)}',
+            flush=True)
+
+  with concurrent.futures.ThreadPoolExecutor(len(slots)) as pool:
+    for future in [pool.submit(job, i) for i in range(len(members))]:
+      future.result()
+  return summaries
 
 
 def member_env_vars(gpus_per_member):

@@ -32,6 +32,7 @@ _compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from wrn_trax import augment as augment_lib
 from wrn_trax import data as data_lib
+from wrn_trax import devices
 from wrn_trax import models
 from wrn_trax import optim
 from wrn_trax import precision as precision_lib
@@ -225,8 +226,13 @@ def resolve(config, ds):
   c['image_shape'] = list(ds.train_images.shape[1:])
   c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
   c['versions'] = _versions()
-  c['device'], c['n_devices'] = _device()
-  c['precision_used'] = precision_lib.resolve(
+  c['device'], available = _device()
+  # One device unless data-parallel training is asked for, so that a
+  # recipe's result does not depend on how many GPUs the machine has.
+  c['n_devices'] = available if c.get('data_parallel') else 1
+  # BatchNorm normalises over each device's share of the batch.
+  c['bn_batch_per_device'] = c['batch_size'] // c['n_devices']
+  c['precision_used'], c['precision_reason'] = precision_lib.explain(
       c['precision'], n_devices=c['n_devices'],
       raw_inputs=c['preprocess'] == 'raw')
   return c
@@ -304,7 +310,7 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
   every = c['eval_every']
   steps = c['steps']
   with contextlib.redirect_stdout(out or io.StringIO()), \
-      runio.restricted_checkpoints():
+      runio.restricted_checkpoints(), _trax_counts_devices(n_devices):
     loop = training.Loop(
         model, [task], eval_model=loop_eval_model, eval_tasks=[eval_task],
         output_dir=workdir,
@@ -321,6 +327,29 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
         loop, c['loss_scale_period'],
         precision_lib.load_loss_scale(workdir, loop.step))
   return BuiltLoop(loop, eval_model, bn_model, schedule)
+
+
+@contextlib.contextmanager
+def _trax_counts_devices(n_devices):
+  """trax's Loop, while built, counts `n_devices` local devices.
+
+  trax 1.4.1's `init_host_and_devices` refuses a Loop on fewer devices than
+  jax sees ("JAX cannot work yet with n_devices != all devices"), though
+  its single-device trainer (jit on the default device) needs nothing else:
+  a one-device run on a machine with several GPUs is built with trax's
+  device count set to 1, which only that check and the defaults of
+  `n_devices=None` read.
+  """
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  count = fastmath.local_device_count
+  if n_devices >= count():
+    yield
+    return
+  fastmath.local_device_count = lambda: n_devices
+  try:
+    yield
+  finally:
+    fastmath.local_device_count = count
 
 
 class MetricsLog:
@@ -514,8 +543,11 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
   trax.fastmath.set_backend(config['backend'])
   if config['backend'] == 'jax':
     _hide_gpus_from_tensorflow()
+  _SESSIONS[0] += 1
   ds = data_lib.load(config['dataset'], config['data_dir'])
   c = resolve(config, ds)
+  devices.warn_if_gpu_unused()
+  devices.enable_compilation_cache(os.path.dirname(os.path.abspath(workdir)))
   os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, 'config.json')
   if os.path.exists(config_path):
@@ -583,6 +615,7 @@ def make_summary(config, log, status, reason, step, test=None, running=None,
       median_step_seconds=median,
       images_per_s=(c['batch_size'] / median) if median else None,
       peak_host_mb=_peak_host_mb(), peak_device_mb=_peak_device_mb(),
+      peak_device_scope=_peak_device_scope(),
       precision=c.get('precision_used'),
       loss_scale=None if scale is None else scale['scale'],
       skipped_steps=None if scale is None else scale['skipped'])
@@ -742,10 +775,14 @@ class _NoBar:
 
 
 def _hide_gpus_from_tensorflow():
-  """TF only feeds data here; keep it from reserving the GPU jax trains on."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with contextlib.suppress(RuntimeError):  # already initialised: leave it
-    tf.config.set_visible_devices([], 'GPU')
+  """TF only feeds data here; keep it from reserving the GPU jax trains on.
+
+  `_tf.import_tensorflow` (already done when `_compat` imported TF; again
+  here in case TF was imported around it): a GPU TF had initialised before
+  gets a `_tf.TensorFlowOnGpuWarning` with the fix, not silence.
+  """
+  from wrn_trax import _quiet  # pylint: disable=g-import-not-at-top
+  _quiet.import_tensorflow_quietly()
 
 
 def _versions():
@@ -773,6 +810,20 @@ def _device():
 
 def _peak_host_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# Training sessions this process has started (`run_session`): XLA's peak
+# device memory is the process's since it started, not one run's.
+_SESSIONS = [0]
+
+
+def _peak_device_scope():
+  """What summary.json's peak_device_mb covers: 'run' or the process."""
+  earlier = _SESSIONS[0] - 1
+  if earlier <= 0:
+    return 'run'
+  return (f'process: the peak since this process started, {earlier} earlier '
+          'run(s) in it included')
 
 
 def _peak_device_mb():
