@@ -7,12 +7,21 @@ on; tests/test_compat.py is the contract of each (one test of what it
 guarantees, plus the guard's behaviour).
 
 The guard: a patch is installed silently only on the versions of its row
-(trax 1.4.1; jax 0.5.3 to 0.10.2, the jax of this project's stacks: 0.5.3,
-0.7.2 and 0.10.2). On any other trax or jax it warns once, with an
+(trax 1.4.1; jax 0.5.3 to 0.12.0, the jax of this project's stacks: 0.5.3,
+0.7.2, 0.10.2, 0.11.2 and 0.12.0.1). On trax 1.4.1 with another jax, each
+speed patch (`shallow_inspect_stack`, `light_one_step`) first runs its
+self-test, a check of its contract that takes seconds on the CPU
+(`self_test`), and is installed silently if it passes. Otherwise (a failed
+self-test, another trax, or a patch without one) it warns once, with an
 `UnverifiedPatchWarning` naming the patch and both sets of versions, and then
 either installs it anyway (`'warn'`: without it trax fails outright) or keeps
 trax's own code (`'refuse'`: the patch copies trax 1.4.1 internals and is
-only about speed). `installed()` lists what this process has installed.
+only about speed). `installed()` lists what this process has installed;
+`patch_report()` says why each went the way it did, with the self-tests'
+outcomes (a run's config.json holds it under versions/patches).
+
+No decision here touches a device: importing wrn_trax starts no jax backend.
+The light step's self-test runs at the first training on another jax.
 
 Process-wide patches (`install`, once, from `ensure_trax`):
 
@@ -60,8 +69,11 @@ from wrn_trax import _quiet
 
 TRAX_VERIFIED = '1.4.1'
 # The jax of this project's stacks: Colab 2025.07 (0.5.3), Colab and Kaggle
-# 2026 (0.7.2), ours (0.10.2). Every patch was verified on all three.
-JAX_VERIFIED = ('0.5.3', '0.10.2')
+# 2026 (0.7.2), ours (0.10.2), the GPU machine's (0.11.2) and what a plain
+# `pip install` resolved on 2026-12-05 (0.12.0.1, constraints/pip-2026-12.txt).
+# Every patch was verified on all five. (The range compares the first three
+# numbers: 0.12.0.1 is 0.12.0.)
+JAX_VERIFIED = ('0.5.3', '0.12.0')
 
 Patch = collections.namedtuple(
     'Patch', 'name fixes trax jax_min jax_max outside')
@@ -177,7 +189,7 @@ took. detail: what it compared, and the difference it found.
 """
 
 _SELF_TEST_FNS = {}  # name -> () -> (passed, detail); filled below
-_DECISIONS = {}   # name -> why the guard last allowed or refused it
+_DECISIONS = {}   # name -> (allowed, why), the guard's last answer
 _SELF_TESTS = {}  # name -> SelfTest, run at most once per process
 
 
@@ -208,24 +220,28 @@ def _self_test_forced():
 def allowed(name):
   """Whether to install patch `name` here; warns once where it may not be.
 
-  True on the verified versions. Elsewhere, a patch with a self-test (the
-  speed patches) is allowed if its self-test passes, silently, and refused
-  with an UnverifiedPatchWarning if it fails; any other patch is allowed
+  True on the verified versions. On the verified trax with another jax, a
+  patch with a self-test (the speed patches) is allowed if its self-test
+  passes, silently, and refused with an UnverifiedPatchWarning if it fails
+  (WRN_TRAX_SELF_TEST=1: the self-test decides on the listed jax too). Any
+  other patch, and any patch on another trax, is allowed
   ('warn') or refused ('refuse') after an UnverifiedPatchWarning. Each patch
   warns at most once per process. `patch_report` says which way each went.
   """
   patch = _BY_NAME[name]
   found = versions()
-  has_test = name in _SELF_TEST_FNS
+  # A self-test stands in for the table on another jax only: a speed patch
+  # copies trax internals, which another trax may change beyond the test.
+  has_test = name in _SELF_TEST_FNS and found[0] == patch.trax
   if verified(name, found) and not (has_test and _self_test_forced()):
-    _DECISIONS[name] = 'verified on these versions'
+    _DECISIONS[name] = True, 'verified on these versions'
     return True
   if has_test:
     result = self_test(name)
     if result.passed:
-      _DECISIONS[name] = 'its self-test passed'
+      _DECISIONS[name] = True, 'its self-test passed'
       return True
-    _DECISIONS[name] = 'refused: its self-test failed'
+    _DECISIONS[name] = False, 'its self-test failed'
     if name not in _WARNED:
       _WARNED.add(name)
       warnings.warn(
@@ -235,8 +251,8 @@ def allowed(name):
           'wrn_trax/_compat.py, PATCHES.', UnverifiedPatchWarning,
           stacklevel=3)
     return False
-  _DECISIONS[name] = ('unverified: installed anyway' if patch.outside == 'warn'
-                      else 'refused: unverified')
+  _DECISIONS[name] = (patch.outside == 'warn',
+                      f'unverified, {patch.outside!r} outside the table')
   if name not in _WARNED:
     _WARNED.add(name)
     warnings.warn(_unverified_message(patch, found), UnverifiedPatchWarning,
@@ -247,28 +263,30 @@ def allowed(name):
 def patch_report(run_self_tests=False):
   """What each patch did in this process, for a run's record (JSON-able).
 
-  {'trax': version, 'jax': version, 'patches': {name: {'verified': whether
-  the table lists these versions, 'installed': whether this process
-  installed it, 'decision': why the guard allowed or refused it (None: not
-  asked yet), 'self_test': the `SelfTest` as a dict, or None where none
-  ran}}}. With `run_self_tests`, the guard first decides every patch that has
-  a self-test (running it where the table does not list these versions), so
-  the report holds the outcome before the first Loop is built.
+  {name: {'verified': whether the table lists this trax and jax,
+  'allowed': the guard's answer (None: not asked yet; the per-Loop patches
+  are asked when the first Loop is built), 'why': the reason for it,
+  'installed': whether this process has installed it yet, 'self_test': its
+  `SelfTest` as a dict, or None where none ran}}, in the order of PATCHES.
+  With `run_self_tests`, the guard first decides each patch that has a
+  self-test (running it where the table does not list this jax), so the
+  report holds the outcome before the first Loop is built; on a listed jax
+  that costs nothing.
   """
   if run_self_tests:
     for name in _SELF_TEST_FNS:
       allowed(name)
-  trax_v, jax_v = versions()
   rows = {}
   for patch in PATCHES:
     result = _SELF_TESTS.get(patch.name)
     rows[patch.name] = {
         'verified': verified(patch.name),
+        'allowed': _DECISIONS.get(patch.name, (None, None))[0],
+        'why': _DECISIONS.get(patch.name, (None, None))[1],
         'installed': patch.name in _INSTALLED,
-        'decision': _DECISIONS.get(patch.name),
         'self_test': None if result is None else dict(result._asdict()),
     }
-  return {'trax': trax_v, 'jax': jax_v, 'patches': rows}
+  return rows
 
 
 def _record(name):
@@ -655,7 +673,7 @@ def install_one_step(trainer, update_fn):
     found = versions()
     raise UnverifiedPatchError(
         _unverified_message(_BY_NAME['light_one_step'], found) +
-        f' ({_DECISIONS.get("light_one_step")})')
+        f' ({_DECISIONS["light_one_step"][1]})')
   _give_light_step(trainer, update_fn)
   _record('light_one_step')
 

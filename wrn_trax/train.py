@@ -757,6 +757,7 @@ def _versions():
     except md.PackageNotFoundError:
       out[pkg] = None
   out['python'] = platform.python_version()
+  out['patches'] = _compat.patch_report(run_self_tests=True)  # and why
   return out
 
 
