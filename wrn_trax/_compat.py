@@ -198,9 +198,9 @@ def self_test(name):
 
   Each 'refuse' patch (it copies trax internals, only for speed) has one:
   a check of its contract that takes seconds and touches no GPU
-  (`_SELF_TEST_FNS`). The guard runs it where the table does not list this
-  trax and jax (or with WRN_TRAX_SELF_TEST=1) and installs the patch only if
-  it passes. An exception inside the test is a failure, with its message.
+  (`_SELF_TEST_FNS`). On trax 1.4.1 with a jax the table does not list (or
+  with WRN_TRAX_SELF_TEST=1), the guard runs it and installs the patch only
+  if it passes. An exception inside the test is a failure, with its message.
   """
   if name not in _SELF_TESTS:
     start = time.perf_counter()
