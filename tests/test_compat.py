@@ -6,6 +6,7 @@ guard: the table, a fake trax or jax version outside the verified range
 twice.
 """
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -50,10 +51,10 @@ def test_every_patch_has_a_row_and_this_stack_is_verified():
                    'light_one_step']
   for patch in _compat.PATCHES:
     assert (patch.trax, patch.jax_min, patch.jax_max) == ('1.4.1', '0.5.3',
-                                                          '0.10.2')
+                                                          '0.12.0')
     assert patch.outside in ('warn', 'refuse') and patch.fixes
-    # Every stack the tests run on (ours, Colab and Kaggle) is verified: the
-    # patches install silently there.
+    # Every stack the tests run on (ours, Colab, Kaggle, jax 0.11.2 and the
+    # newest, 0.12.0.1) is verified: the patches install silently there.
     assert _compat.verified(patch.name), (patch.name, _compat.versions())
   assert set(_compat.installed()) <= set(names)
 
@@ -61,11 +62,12 @@ def test_every_patch_has_a_row_and_this_stack_is_verified():
 @pytest.mark.parametrize('found, ok', [
     (('1.4.1', '0.5.3'), True), (('1.4.1', '0.7.2'), True),
     (('1.4.1', '0.10.2'), True), (('1.4.1', '0.10.2.dev20260101'), True),
-    (('1.4.1', '0.5.2'), False), (('1.4.1', '0.10.3'), False),
-    (('1.4.1', '0.11.0'), False), (('1.4.0', '0.7.2'), False),
+    (('1.4.1', '0.11.2'), True), (('1.4.1', '0.12.0.1'), True),
+    (('1.4.1', '0.5.2'), False), (('1.4.1', '0.12.1'), False),
+    (('1.4.1', '0.13.0'), False), (('1.4.0', '0.7.2'), False),
     (('2.0.0', '0.7.2'), False), (('not installed', '0.7.2'), False),
 ])
-def test_verified_is_trax_1_4_1_and_jax_0_5_3_to_0_10_2(found, ok):
+def test_verified_is_trax_1_4_1_and_jax_0_5_3_to_0_12_0(found, ok):
   for patch in _compat.PATCHES:
     assert _compat.verified(patch.name, found) is ok
 
@@ -90,6 +92,9 @@ def fake_versions(monkeypatch):
   copy of the installed list, both undone after the test."""
   monkeypatch.setattr(_compat, '_WARNED', set())
   monkeypatch.setattr(_compat, '_INSTALLED', list(_compat._INSTALLED))  # pylint: disable=protected-access
+  monkeypatch.setattr(_compat, '_DECISIONS', dict(_compat._DECISIONS))  # pylint: disable=protected-access
+  monkeypatch.setattr(_compat, '_SELF_TESTS', {})
+  monkeypatch.delenv(_compat.SELF_TEST_ENV, raising=False)
 
   def set_(trax_version, jax_version):
     monkeypatch.setattr(_compat, 'versions',
@@ -120,18 +125,18 @@ def test_installing_twice_is_a_no_op():
 
 def test_unverified_jax_warns_once_then_installs_a_needed_patch(
     fake_versions, monkeypatch):
-  """A 'warn' patch (without it trax fails) on jax 0.11: warned, installed."""
+  """A 'warn' patch (without it trax fails) on jax 0.13: warned, installed."""
   monkeypatch.delattr(jax, 'device_put_replicated', raising=False)
   monkeypatch.setattr(_compat, '_INSTALLED',
                       [n for n in _compat._INSTALLED  # pylint: disable=protected-access
                        if n != 'device_put_replicated'])
-  fake_versions('1.4.1', '0.11.0')
+  fake_versions('1.4.1', '0.13.0')
   with pytest.warns(_compat.UnverifiedPatchWarning) as log:
     _compat.install()
   message, = [str(w.message) for w in log]
   assert "patch 'device_put_replicated'" in message
-  assert 'verified on trax 1.4.1 with jax 0.5.3 to 0.10.2' in message
-  assert 'found trax 1.4.1, jax 0.11.0' in message
+  assert 'verified on trax 1.4.1 with jax 0.5.3 to 0.12.0' in message
+  assert 'found trax 1.4.1, jax 0.13.0' in message
   assert 'installed anyway' in message
   assert jax.device_put_replicated is _compat._device_put_replicated  # pylint: disable=protected-access
   assert _compat.installed().count('device_put_replicated') == 1
@@ -168,6 +173,144 @@ def test_unverified_trax_imports_with_the_stdlib_stack(fake_versions):
   with _compat.shallow_inspect_stack():
     assert inspect.stack.__wrapped__ is full
   assert inspect.stack is full
+
+
+# ----------------------------------------- nothing on a device at import
+
+_NO_BACKEND = """
+import importlib, pkgutil, sys
+import wrn_trax
+from jax._src import xla_bridge
+names = sorted(m.name for m in pkgutil.walk_packages(wrn_trax.__path__,
+                                                      'wrn_trax.'))
+for name in names:
+  importlib.import_module(name)
+from wrn_trax import sweep
+members = sweep.plan(widen_factors=[1, 2], dataset='digits', recipe='smoke',
+                     root=sys.argv[1])
+print(len(names), len(members), 'trax' in sys.modules,
+      'tree_unflatten' in wrn_trax._compat.installed(),
+      xla_bridge.backends_are_initialized())
+"""
+
+
+@pytest.mark.slow
+def test_importing_every_module_and_planning_a_sweep_start_no_backend(
+    tmp_path, python, subprocess_env):
+  """No jax backend (on a GPU: no memory preallocated) until a training:
+  every module of wrn_trax imported, the process-wide patches installed
+  and a sweep planned."""
+  r = subprocess.run([python, '-c', _NO_BACKEND, str(tmp_path / 'runs')],
+                     env=subprocess_env, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  n_modules, n_members, trax, patched, backends = (
+      r.stdout.split()[-5:])
+  assert int(n_modules) >= 15 and int(n_members) == 2
+  assert (trax, patched) == ('True', 'True')
+  assert backends == 'False', 'a jax backend was started before training'
+
+
+# ------------------------------------ the self-tests of the speed patches
+
+
+def test_the_patch_report_of_this_stack(fake_versions):
+  """On a listed jax no self-test runs; the report says why each patch is
+  in, and is JSON (train puts it in config.json, under versions)."""
+  fake_versions(*_compat.versions())  # a fresh guard; no self-test forced
+  report = _compat.patch_report(run_self_tests=True)
+  assert list(report) == [p.name for p in _compat.PATCHES]
+  assert json.loads(json.dumps(report)) == report
+  for name, row in report.items():
+    assert row['verified'] and row['self_test'] is None, name
+  for name in ('shallow_inspect_stack', 'light_one_step'):
+    assert report[name]['allowed'] is True
+    assert report[name]['why'] == 'verified on these versions'
+  assert report['tree_unflatten']['installed']
+  assert report['slots_on_device']['allowed'] is None  # asked per Loop
+
+
+def test_an_unlisted_jax_gets_the_light_step_when_its_self_test_passes(
+    fake_versions):
+  loop = _tiny_loop()
+  trainer = loop._trainer_per_task[0]  # pylint: disable=protected-access
+  fake_versions('1.4.1', '0.13.0')
+  _no_warnings(_compat.lighten_steps, loop)
+  assert _compat._has_light_step(trainer)  # pylint: disable=protected-access
+  row = _compat.patch_report()['light_one_step']
+  assert (row['verified'], row['allowed'], row['why']) == (
+      False, True, 'its self-test passed')
+  result = row['self_test']
+  assert result['passed'] and 0 < result['seconds'] < 300
+  assert result['detail'].endswith('bitwise the same') == BITWISE_LIGHT_STEP
+  first = _compat._SELF_TESTS['light_one_step']  # pylint: disable=protected-access
+  _no_warnings(_compat.lighten_steps, _tiny_loop())  # once per process
+  assert _compat._SELF_TESTS['light_one_step'] is first  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_the_light_steps_self_test_catches_a_step_that_trains_differently(
+    fake_versions, monkeypatch):
+  """A light step 1 % off in its learning rate fails its self-test on an
+  unlisted jax: warned, trax's own step kept, float16's path raises."""
+  real = _compat._one_step_one_device  # pylint: disable=protected-access
+
+  def off(self, batch, rng, step=0, learning_rate=None):
+    return real(self, batch, rng, step, learning_rate * 1.01)
+
+  monkeypatch.setattr(_compat, '_one_step_one_device', off)
+  fake_versions('1.4.1', '0.13.0')
+  loop = _tiny_loop()
+  trainer = loop._trainer_per_task[0]  # pylint: disable=protected-access
+  with warnings.catch_warnings(record=True) as log:
+    warnings.simplefilter('always', _compat.UnverifiedPatchWarning)
+    _compat.lighten_steps(loop)
+  message, = [str(w.message) for w in log
+              if issubclass(w.category, _compat.UnverifiedPatchWarning)]
+  assert re.search(r"'light_one_step'.*failed its self-test on trax 1\.4\.1, "
+                   r'jax 0\.13\.0: .*largest difference', message), message
+  assert 'one_step' not in trainer.__dict__
+  row = _compat.patch_report()['light_one_step']
+  assert (row['allowed'], row['why']) == (False, 'its self-test failed')
+  assert row['self_test']['passed'] is False
+  with pytest.raises(_compat.UnverifiedPatchError, match='self-test failed'):
+    _compat.install_one_step(trainer, trainer._accelerated_update_fn)  # pylint: disable=protected-access
+
+
+def test_an_unlisted_jax_imports_trax_quickly_only_if_the_self_test_passes(
+    fake_versions, monkeypatch):
+  fake_versions('1.4.1', '0.13.0')
+  full = inspect.stack
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', _compat.UnverifiedPatchWarning)
+    with _compat.shallow_inspect_stack():
+      assert inspect.stack.__wrapped__ is full
+  assert inspect.stack is full
+  row = _compat.patch_report()['shallow_inspect_stack']
+  assert (row['allowed'], row['why']) == (True, 'its self-test passed')
+  assert row['self_test']['seconds'] < 60
+  # A shallow stack that hands assert_shape the wrong frames fails it.
+  monkeypatch.setattr(_compat, '_SELF_TESTS', {})
+  good = _compat._shallow_stack_for  # pylint: disable=protected-access
+  monkeypatch.setattr(_compat, '_shallow_stack_for',
+                      lambda whole: lambda context=1: good(whole)(context)[1:])
+  with pytest.warns(_compat.UnverifiedPatchWarning,
+                    match="'shallow_inspect_stack'.*failed its self-test"):
+    with _compat.shallow_inspect_stack():
+      assert inspect.stack is full
+  row = _compat.patch_report()['shallow_inspect_stack']
+  assert (row['allowed'], row['why']) == (False, 'its self-test failed')
+
+
+def test_with_the_env_variable_the_self_test_decides_on_a_listed_jax(
+    fake_versions, monkeypatch):
+  fake_versions('1.4.1', '0.10.2')
+  assert _compat.allowed('shallow_inspect_stack')
+  assert _compat.patch_report()['shallow_inspect_stack']['self_test'] is None
+  monkeypatch.setenv(_compat.SELF_TEST_ENV, '1')
+  assert _compat.allowed('shallow_inspect_stack')
+  row = _compat.patch_report()['shallow_inspect_stack']
+  assert row['why'] == 'its self-test passed' and row['self_test']['passed']
 
 
 # ----------------------------------------------- device_put_replicated

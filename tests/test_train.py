@@ -38,6 +38,7 @@ def test_smoke_recipe_learns_digits_and_writes_the_record(tmp_path, capsys):
   config = runio.read_json(os.path.join(workdir, 'config.json'))
   assert config['model'] == TINY and config['steps'] == 60
   assert config['versions']['trax'] == '1.4.1'
+  assert config['versions']['patches']['light_one_step']['allowed']
   rows = _rows(workdir)
   assert [(r['step'], r['split']) for r in rows] == [
       (1, 'train'), (1, 'eval'), (40, 'train'), (40, 'eval'), (60, 'train'),

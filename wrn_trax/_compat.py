@@ -7,12 +7,21 @@ on; tests/test_compat.py is the contract of each (one test of what it
 guarantees, plus the guard's behaviour).
 
 The guard: a patch is installed silently only on the versions of its row
-(trax 1.4.1; jax 0.5.3 to 0.10.2, the jax of this project's stacks: 0.5.3,
-0.7.2 and 0.10.2). On any other trax or jax it warns once, with an
+(trax 1.4.1; jax 0.5.3 to 0.12.0, the jax of this project's stacks: 0.5.3,
+0.7.2, 0.10.2, 0.11.2 and 0.12.0.1). On trax 1.4.1 with another jax, each
+speed patch (`shallow_inspect_stack`, `light_one_step`) first runs its
+self-test, a check of its contract that takes seconds on the CPU
+(`self_test`), and is installed silently if it passes. Otherwise (a failed
+self-test, another trax, or a patch without one) it warns once, with an
 `UnverifiedPatchWarning` naming the patch and both sets of versions, and then
 either installs it anyway (`'warn'`: without it trax fails outright) or keeps
 trax's own code (`'refuse'`: the patch copies trax 1.4.1 internals and is
-only about speed). `installed()` lists what this process has installed.
+only about speed). `installed()` lists what this process has installed;
+`patch_report()` says why each went the way it did, with the self-tests'
+outcomes (a run's config.json holds it under versions/patches).
+
+No decision here touches a device: importing wrn_trax starts no jax backend.
+The light step's self-test runs at the first training on another jax.
 
 Process-wide patches (`install`, once, from `ensure_trax`):
 
@@ -25,8 +34,9 @@ Process-wide patches (`install`, once, from `ensure_trax`):
 - `tree_unflatten`: `trax.fastmath.tree_unflatten(..., copy_from_tree=[None,
   ()])`, which `Loop.load_checkpoint` calls to restore optimizer slots, tests
   `tree in copy_from_tree`; that compares a jax Array with `()`, which jax
-  rejects with a TypeError: no run could resume. Replaced only where trax's
-  raises.
+  rejects with a TypeError: no run could resume. Replaced on every jax (a
+  version check, not a probe: probing needs a jax Array, which would start
+  the GPU backend at import).
 
 Per-Loop patches (`train.ready_loop` calls them on each Loop it builds):
 
@@ -50,6 +60,7 @@ import inspect
 import os
 import re
 import sys
+import time
 import warnings
 
 from wrn_trax import _quiet
@@ -59,8 +70,11 @@ from wrn_trax import _tf_standin
 
 TRAX_VERIFIED = '1.4.1'
 # The jax of this project's stacks: Colab 2025.07 (0.5.3), Colab and Kaggle
-# 2026 (0.7.2), ours (0.10.2). Every patch was verified on all three.
-JAX_VERIFIED = ('0.5.3', '0.10.2')
+# 2026 (0.7.2), ours (0.10.2), the GPU machine's (0.11.2) and what a plain
+# `pip install` resolved on 2026-12-05 (0.12.0.1, constraints/pip-2026-12.txt).
+# Every patch was verified on all five. (The range compares the first three
+# numbers: 0.12.0.1 is 0.12.0.)
+JAX_VERIFIED = ('0.5.3', '0.12.0')
 
 Patch = collections.namedtuple(
     'Patch', 'name fixes trax jax_min jax_max outside')
@@ -164,22 +178,116 @@ def _unverified_message(patch, found):
           'See wrn_trax/_compat.py, PATCHES.')
 
 
-def allowed(name):
-  """Whether to install patch `name` here; warns once where unverified.
+# Set to 1 to run every speed patch's self-test even on a listed jax, and let
+# its outcome decide (for checking a stack; `patch_report` shows the outcome).
+SELF_TEST_ENV = 'WRN_TRAX_SELF_TEST'
 
-  True on the verified versions; elsewhere True for a 'warn' patch and False
-  for a 'refuse' one, after an UnverifiedPatchWarning (once per patch and
-  process).
+SelfTest = collections.namedtuple('SelfTest', 'passed seconds detail')
+SelfTest.__doc__ = """The outcome of one patch's self-test (`self_test`).
+
+passed: whether the patch kept its contract. seconds: how long the test
+took. detail: what it compared, and the difference it found.
+"""
+
+_SELF_TEST_FNS = {}  # name -> () -> (passed, detail); filled below
+_DECISIONS = {}   # name -> (allowed, why), the guard's last answer
+_SELF_TESTS = {}  # name -> SelfTest, run at most once per process
+
+
+def self_test(name):
+  """Runs the self-test of speed patch `name` once; returns its `SelfTest`.
+
+  Each 'refuse' patch (it copies trax internals, only for speed) has one:
+  a check of its contract that takes seconds and touches no GPU
+  (`_SELF_TEST_FNS`). On trax 1.4.1 with a jax the table does not list (or
+  with WRN_TRAX_SELF_TEST=1), the guard runs it and installs the patch only
+  if it passes. An exception inside the test is a failure, with its message.
+  """
+  if name not in _SELF_TESTS:
+    start = time.perf_counter()
+    try:
+      passed, detail = _SELF_TEST_FNS[name]()
+    except Exception as e:  # pylint: disable=broad-except
+      passed, detail = False, f'raised {type(e).__name__}: {e}'
+    _SELF_TESTS[name] = SelfTest(bool(passed), round(
+        time.perf_counter() - start, 3), detail)
+  return _SELF_TESTS[name]
+
+
+def _self_test_forced():
+  return os.environ.get(SELF_TEST_ENV, '') not in ('', '0')
+
+
+def allowed(name):
+  """Whether to install patch `name` here; warns once where it may not be.
+
+  True on the verified versions. On the verified trax with another jax, a
+  patch with a self-test (the speed patches) is allowed if its self-test
+  passes, silently, and refused with an UnverifiedPatchWarning if it fails
+  (WRN_TRAX_SELF_TEST=1: the self-test decides on the listed jax too). Any
+  other patch, and any patch on another trax, is allowed
+  ('warn') or refused ('refuse') after an UnverifiedPatchWarning. Each patch
+  warns at most once per process. `patch_report` says which way each went.
   """
   patch = _BY_NAME[name]
   found = versions()
-  if verified(name, found):
+  # A self-test stands in for the table on another jax only: a speed patch
+  # copies trax internals, which another trax may change beyond the test.
+  has_test = name in _SELF_TEST_FNS and found[0] == patch.trax
+  if verified(name, found) and not (has_test and _self_test_forced()):
+    _DECISIONS[name] = True, 'verified on these versions'
     return True
+  if has_test:
+    result = self_test(name)
+    if result.passed:
+      _DECISIONS[name] = True, 'its self-test passed'
+      return True
+    _DECISIONS[name] = False, 'its self-test failed'
+    if name not in _WARNED:
+      _WARNED.add(name)
+      warnings.warn(
+          f'wrn_trax patch {patch.name!r} ({patch.fixes}) failed its '
+          f'self-test on trax {found[0]}, jax {found[1]}: {result.detail}. '
+          "It is not installed: trax's own code is used. See "
+          'wrn_trax/_compat.py, PATCHES.', UnverifiedPatchWarning,
+          stacklevel=3)
+    return False
+  _DECISIONS[name] = (patch.outside == 'warn',
+                      f'unverified, {patch.outside!r} outside the table')
   if name not in _WARNED:
     _WARNED.add(name)
     warnings.warn(_unverified_message(patch, found), UnverifiedPatchWarning,
                   stacklevel=3)
   return patch.outside == 'warn'
+
+
+def patch_report(run_self_tests=False):
+  """What each patch did in this process, for a run's record (JSON-able).
+
+  {name: {'verified': whether the table lists this trax and jax,
+  'allowed': the guard's answer (None: not asked yet; the per-Loop patches
+  are asked when the first Loop is built), 'why': the reason for it,
+  'installed': whether this process has installed it yet, 'self_test': its
+  `SelfTest` as a dict, or None where none ran}}, in the order of PATCHES.
+  With `run_self_tests`, the guard first decides each patch that has a
+  self-test (running it where the table does not list this jax), so the
+  report holds the outcome before the first Loop is built; on a listed jax
+  that costs nothing.
+  """
+  if run_self_tests:
+    for name in _SELF_TEST_FNS:
+      allowed(name)
+  rows = {}
+  for patch in PATCHES:
+    result = _SELF_TESTS.get(patch.name)
+    rows[patch.name] = {
+        'verified': verified(patch.name),
+        'allowed': _DECISIONS.get(patch.name, (None, None))[0],
+        'why': _DECISIONS.get(patch.name, (None, None))[1],
+        'installed': patch.name in _INSTALLED,
+        'self_test': None if result is None else dict(result._asdict()),
+    }
+  return rows
 
 
 def _record(name):
@@ -228,6 +336,41 @@ def _shallow_stack_for(full_stack):
 
   stack.__wrapped__ = full_stack
   return stack
+
+
+def _self_test_shallow_inspect_stack():
+  """shallow_inspect_stack's contract, in pure Python (no trax, no device).
+
+  Called from a frame whose module is trax's assert_shape, the shallow
+  stack gives the first two FrameInfos the stdlib's gives (same frames,
+  filename, line, function, context, positions) and nothing deeper; called
+  from anywhere else it gives the stdlib's whole stack.
+  """
+  full_stack = getattr(inspect.stack, '__wrapped__', inspect.stack)
+  namespace = {'__name__': _ASSERT_SHAPE}
+  exec(compile('def call(shallow, full):\n  return shallow(), full()\n',  # pylint: disable=exec-used
+               'assert_shape.py', 'exec'), namespace)
+  shallow, full = namespace['call'](_shallow_stack_for(full_stack), full_stack)
+  if len(shallow) != 2 or len(full) <= 2:
+    return False, f'{len(shallow)} frames from assert_shape, not 2'
+  for a, b in zip(shallow, full):
+    if a.frame is not b.frame or a != b:
+      return False, f'frame {a!r} differs from the stdlib\'s {b!r}'
+  # [1] is what assert_shape reads (its caller); [0]'s columns differ, as
+  # the two calls stand side by side on one line.
+  if getattr(shallow[1], 'positions', None) != getattr(full[1], 'positions',
+                                                        None):
+    return False, 'the caller\'s positions differ from the stdlib\'s'
+  # Any other caller: the stdlib's stack (less the wrapper's own frame).
+  calls = []
+  whole = lambda context=1: calls.append(context) or ['wrapper', 'caller']
+  if _shallow_stack_for(whole)(3) != ['caller'] or calls != [3]:
+    return False, 'another caller did not get the stdlib\'s whole stack'
+  return True, ('the 2 frames assert_shape reads equal the stdlib\'s; '
+                'other callers get the stdlib\'s stack')
+
+
+_SELF_TEST_FNS['shallow_inspect_stack'] = _self_test_shallow_inspect_stack
 
 
 @contextlib.contextmanager
@@ -328,23 +471,19 @@ def _safe_tree_unflatten(flat, tree, copy_from_tree=None):
   return flat[0], flat[1:]
 
 
-def _tree_unflatten_fails(fn):
-  try:
-    fn([], jax.numpy.zeros(()), copy_from_tree=[None, ()])
-  except TypeError:
-    return True
-  return False
-
-
 # ------------------------------------------------------ process-wide install
 
 
 def install():
   """Installs the process-wide patches, each once and only where needed.
 
-  `device_put_replicated` where jax lacks it, `tree_unflatten` where trax's
-  own raises on an array; each through the guard (`allowed`). Calling this
-  again changes nothing.
+  `device_put_replicated` where jax lacks it, `tree_unflatten` always
+  (trax's own raises on a jax Array on every jax from 0.5.3 to 0.12, and
+  ours does the same as trax's on every tree without arrays); each through
+  the guard (`allowed`). Nothing here touches a device: no jax backend is
+  initialised, so importing a module of ours takes no GPU memory (a probe
+  such as `jax.numpy.zeros(())` would start the GPU backend, which
+  preallocates 75 % of the GPU). Calling this again changes nothing.
   """
   if ('device_put_replicated' not in _INSTALLED and
       not hasattr(jax, 'device_put_replicated') and
@@ -356,7 +495,7 @@ def install():
     # The module file, not the `fastmath.numpy` backend proxy of that name.
     trax_numpy = sys.modules['trax.fastmath.numpy']
     original = trax_numpy.tree_unflatten
-    if _tree_unflatten_fails(original) and allowed('tree_unflatten'):
+    if allowed('tree_unflatten'):
       _ORIGINALS['tree_unflatten'] = original
       trax_numpy.tree_unflatten = _safe_tree_unflatten
       fastmath.tree_unflatten = _safe_tree_unflatten
@@ -513,6 +652,18 @@ def _has_light_step(trainer):
   return getattr(step, '__func__', None) is _one_step_one_device
 
 
+def _give_light_step(trainer, update_fn):
+  trainer.one_step = _one_step_one_device.__get__(trainer)
+  trainer._accelerated_update_fn = update_fn  # pylint: disable=protected-access
+
+
+def _donating(update):
+  """trax's jitted update, jitted again donating its (weights, slots)."""
+  if hasattr(update, '__wrapped__'):
+    update = jax.jit(update.__wrapped__, donate_argnums=(0,))
+  return update
+
+
 def install_one_step(trainer, update_fn):
   """Gives one trainer `_one_step_one_device` and the compiled `update_fn`.
 
@@ -523,10 +674,10 @@ def install_one_step(trainer, update_fn):
   """
   if not allowed('light_one_step'):
     found = versions()
-    raise UnverifiedPatchError(_unverified_message(_BY_NAME['light_one_step'],
-                                                   found))
-  trainer.one_step = _one_step_one_device.__get__(trainer)
-  trainer._accelerated_update_fn = update_fn  # pylint: disable=protected-access
+    raise UnverifiedPatchError(
+        _unverified_message(_BY_NAME['light_one_step'], found) +
+        f' ({_DECISIONS["light_one_step"][1]})')
+  _give_light_step(trainer, update_fn)
   _record('light_one_step')
 
 
@@ -555,7 +706,88 @@ def lighten_steps(loop):
       # `_one_step_one_device` replaces every reference to the old arrays
       # (the layer tree, the trainer's and the optimizer's slots) with the
       # new ones; run_evals and checkpoints read those.
-      update = trainer._accelerated_update_fn  # pylint: disable=protected-access
-      if hasattr(update, '__wrapped__'):
-        update = jax.jit(update.__wrapped__, donate_argnums=(0,))
-      install_one_step(trainer, update)
+      install_one_step(trainer, _donating(trainer._accelerated_update_fn))  # pylint: disable=protected-access
+
+
+# The light step's contract: what trax's own step gives, bitwise on jax >=
+# 0.7.2; on jax 0.5.3 XLA compiles the donated update a little differently and
+# some elements differ by 1 ulp (~1.5e-8 after 3 steps), hence the tolerance.
+LIGHT_STEP_TOLERANCE = 1e-6
+
+
+def _self_test_light_one_step(steps=3):
+  """light_one_step's contract on a tiny model, on the CPU, in about a second.
+
+  Two trax `Trainer`s (one device) of the same model, built the same way: a
+  Dense net with BatchNorm (state), Dropout (the rng), a Dense layer used
+  twice (trax's shared-weights path of the setters) and a Residual, with
+  Momentum slots. One keeps trax's `one_step`, the other gets the light one
+  with the donating update; both take `steps` steps on the same batches,
+  rngs and learning rates. Passes when the weights, state, slots and losses
+  agree within LIGHT_STEP_TOLERANCE (the detail says whether bitwise). No
+  Loop is built (it would reseed Python's, NumPy's and TF's global
+  generators), nothing is written, and no GPU memory is used.
+  """
+  import trax  # pylint: disable=g-import-not-at-top
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  from trax import optimizers  # pylint: disable=g-import-not-at-top
+  from trax import shapes  # pylint: disable=g-import-not-at-top
+  try:
+    device = jax.devices('cpu')[0]
+  except RuntimeError:  # JAX_PLATFORMS without cpu: the default device
+    device = jax.devices()[0]
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(size=(4, 4)).astype(np.float32),
+              rng.integers(0, 3, 4).astype(np.int32), np.ones(4, np.float32))
+             for _ in range(steps)]
+
+  def trainer():
+    dense = tl.Dense(4)
+    model = tl.Serial(
+        tl.Dense(4), tl.BatchNorm(axis=(0,)), dense, tl.Relu(), dense,
+        tl.Residual(tl.Dense(4), tl.Dropout(0.5)), tl.Dense(3),
+        tl.LogSoftmax(), tl.CrossEntropyLoss())
+    model.init(shapes.signature(batches[0]), rng=jax.random.PRNGKey(0))
+    opt = trax.optimizers.Momentum(0.05)
+    opt.tree_init(model.weights)
+    return optimizers.Trainer(model, opt, n_devices=1)
+
+  put = lambda x: jax.device_put(x, device) if hasattr(x, 'shape') else x
+  with jax.default_device(device):
+    stock, light = trainer(), trainer()
+    _give_light_step(light, _donating(light._accelerated_update_fn))  # pylint: disable=protected-access
+    losses = {id(stock): [], id(light): []}
+    for t in (stock, light):
+      # Committed before step 1 as they are after it: one compile each.
+      acc = t.accelerated_model_with_loss
+      acc.weights = jax.tree_util.tree_map(put, acc.weights)
+      acc.state = jax.tree_util.tree_map(put, acc.state)
+      t._slots = jax.tree_util.tree_map(put, t._slots)  # pylint: disable=protected-access
+      t._opt_params = jax.tree_util.tree_map(put, t._opt_params)  # pylint: disable=protected-access
+      for step, batch in enumerate(batches, 1):
+        loss, _ = t.one_step(batch, jax.random.PRNGKey(step), step=step,
+                             learning_rate=put(np.float32(0.05 / step)))
+        losses[id(t)].append(loss)
+    pairs = []
+    for a, b in ((stock.model_with_loss.weights, light.model_with_loss.weights),
+                 (stock.model_with_loss.state, light.model_with_loss.state),
+                 (stock.slots, light.slots),
+                 (losses[id(stock)], losses[id(light)])):
+      la, ta = jax.tree_util.tree_flatten(a)
+      lb, tb = jax.tree_util.tree_flatten(b)
+      if ta != tb:
+        return False, f'the trees differ in structure: {ta} and {tb}'
+      pairs += [(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)]
+  worst = max(float(np.max(np.abs(x - y), initial=0.0)) for x, y in pairs)
+  bitwise = all(np.array_equal(x, y) for x, y in pairs)
+  close = all(np.allclose(x, y, rtol=LIGHT_STEP_TOLERANCE,
+                          atol=LIGHT_STEP_TOLERANCE) for x, y in pairs)
+  finite = all(np.all(np.isfinite(x)) for x, _ in pairs)
+  detail = (f'{steps} steps, {len(pairs)} arrays against trax\'s one_step: '
+            + ('bitwise the same' if bitwise else
+               f'largest difference {worst:.3g} (tolerance '
+               f'{LIGHT_STEP_TOLERANCE:g})'))
+  return bool(close and finite), detail
+
+
+_SELF_TEST_FNS['light_one_step'] = _self_test_light_one_step

@@ -797,6 +797,7 @@ def _versions():
   # True where TensorFlow is wrn_trax's stand-in (wrn_trax/_tf_standin.py).
   from wrn_trax import _tf_standin  # pylint: disable=g-import-not-at-top
   out['tensorflow_standin'] = _tf_standin.active()['tensorflow'] == 'stand-in'
+  out['patches'] = _compat.patch_report(run_self_tests=True)  # and why
   return out
 
 
