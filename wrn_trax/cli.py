@@ -37,7 +37,7 @@ def _value(text):
 _OPTIONS = ('model', 'dataset', 'recipe', 'workdir', 'seed', 'data_dir',
             'verbose', 'root', 'executor', 'address', 'seeds', 'family',
             'widen_factors', 'depths', 'blocks', 'dropouts',
-            'gpus_per_member')
+            'gpus_per_member', 'max_retries')
 
 
 def _overrides(pairs):
@@ -171,6 +171,10 @@ def parser():
                  'for, e.g. 0.25 (four members per GPU, each capped at '
                  '0.9 x 0.25 of its memory) or 2 (default: one GPU each '
                  'where there are GPUs)')
+  p.add_argument('--max-retries', type=int, default=3,
+                 help='with --executor ray: how many times a member whose '
+                 'node or worker is lost is started again (it resumes from '
+                 'its last checkpoint)')
   _common(p)
 
   p = sub.add_parser('report', formatter_class=fmt, epilog=_EPILOG['report'],
@@ -274,7 +278,7 @@ def _dispatch(args):
         steps=steps, root=args.root, executor=args.executor,
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
-        **overrides)
+        max_retries=args.max_retries, **overrides)
     print(report.format_table(report.summarize(frame)))
     _report_failed_members(frame)
   elif args.command == 'report':
