@@ -108,7 +108,7 @@ def _can_unshare():
 @pytest.fixture
 def hard_timeout():
   """Ends the test run with every thread's traceback after 15 minutes."""
-  faulthandler.dump_traceback_later(900, exit=True)
+  faulthandler.dump_traceback_later(900, exit=True, file=sys.__stderr__)
   yield
   faulthandler.cancel_dump_traceback_later()
 
@@ -192,6 +192,7 @@ def test_a_lost_node_costs_one_checkpoint_interval(tmp_path, capsys,
       num_cpus=1, include_dashboard=False))
   worker = cluster.add_node(num_cpus=1)
   cluster.wait_for_nodes()
+  head_id = cluster.head_node.node_id
   killed = {}
 
   def kill_the_worker_node_mid_training():
@@ -224,9 +225,10 @@ def test_a_lost_node_costs_one_checkpoint_interval(tmp_path, capsys,
   finally:
     killer.join()
     cluster.shutdown()
-  out = capsys.readouterr().out
+  out, err = capsys.readouterr()
   with capsys.disabled():
-    print(f'\nsweep with a lost node: {time.time() - t0:.1f} s; {killed}')
+    print(f'\nsweep with a lost node: {time.time() - t0:.1f} s; {killed}\n'
+          f'{out}\nstderr: {len(err.splitlines())} lines\n{err[-3000:]}')
   assert killed, 'the member on the worker node was never caught training'
   assert list(frame['status']) == ['done', 'done'], list(frame['reason'])
   i = killed['member']
@@ -239,7 +241,10 @@ def test_a_lost_node_costs_one_checkpoint_interval(tmp_path, capsys,
                       r'started on host \S+ \(node id (\w+)\), resuming from '
                       r'the checkpoint at step (\d+)', out)
   assert started, out
-  assert started.group(1) == cluster.head_node.node_id[:8]
+  assert started.group(1) == head_id[:8]
+  # Quiet: the raylets' reports (a retried task, a dead node, each with a
+  # dump of the raylet's state) stay in Ray's logs.
+  assert '(raylet)' not in out + err
   # It resumed from the last checkpoint written before the loss: at most
   # one checkpoint interval of training was lost.
   resumed = int(started.group(2))
@@ -261,3 +266,24 @@ def test_a_lost_node_costs_one_checkpoint_interval(tmp_path, capsys,
   assert list(pd.read_csv(os.path.join(root, 'sweep.csv'))['status']) == [
       'done', 'done']
   assert not [f for f in os.listdir(root) if f.startswith(_ray.STATE_PREFIX)]
+
+
+def test_raylet_reports_name_dead_nodes_and_stay_off_stdout(capsys):
+  from ray._private import worker  # pylint: disable=g-import-not-at-top
+  dead = 'ba1e8ac42cade3e15a20a8497dc0cec7c009e0b61763695aef2dd3f8'
+  # What Ray 2.60's raylet reported when a node was removed under a task.
+  report = dict(pid='raylet', is_err=False, lines=[
+      'Task task failed. There are 3 retries remaining, so the task will be '
+      'retried. Error: Task failed because the node it was running on is '
+      f'dead or unavailable. Node IP: 192.0.2.2, node ID: {dead}. This can '
+      'happen if the node was preempted'])
+  other = dict(pid='raylet', is_err=False, lines=[
+      'Some warning about node id: ' + 'a' * 56])
+  original = worker.print_to_stdstream
+  for verbose, shown in ((True, False), (2, True)):
+    with _ray.RayletReports(verbose) as reports:
+      worker.print_to_stdstream(report, ignore_prefix=False)
+      worker.print_to_stdstream(other, ignore_prefix=False)
+    assert reports.dead_nodes == {dead}
+    assert worker.print_to_stdstream is original
+    assert ('will be retried' in capsys.readouterr().out) == shown

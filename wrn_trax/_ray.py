@@ -32,6 +32,7 @@ reports the member as 'running' elsewhere if it is still held then.
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -288,7 +289,8 @@ class _Member:
     self.workdir = workdir
     self.name = os.path.basename(workdir)
     self.attempts = []      # records read from its attempt file
-    self.lost_node = None   # the node id of an attempt whose node is lost
+    self.lost_node = None   # the node id of an attempt that was lost
+    self.step = 0           # the last step its metrics logged
     self.summary = None     # its result, once it has ended
 
   def placeholder(self, max_retries):
@@ -296,7 +298,7 @@ class _Member:
     if not self.attempts:
       return dict(status='pending', reason='waiting for a free node')
     last = self.attempts[-1]
-    step = _last_step(self.workdir)
+    step = self.step
     if self.lost_node is not None:
       return dict(status='retrying', step=step, reason=(
           f'node {last["host"]} (id {last["node_id"][:8]}) lost; retry '
@@ -322,7 +324,8 @@ def _checkpoint(workdir):
 
 
 def run_members(ray, remote, members, state_dir, token, root, cwd,
-                max_retries, write_table, verbose, poll_s=POLL_S):
+                max_retries, write_table, verbose, poll_s=POLL_S,
+                dead_nodes=()):
   """Runs member tasks to their ends; their summaries, in member order.
 
   Args:
@@ -337,6 +340,8 @@ def run_members(ray, remote, members, state_dir, token, root, cwd,
     write_table(summaries): writes sweep.csv from one summary per member.
     verbose: print one line per member event.
     poll_s: how often to look at attempts and nodes between results.
+    dead_nodes: ids of nodes known dead besides Ray's node table (see
+      `RayletReports`); read again at each look.
 
   A member whose task fails for good (its node or worker lost more than
   `max_retries` times) gets a 'failed' summary saying so; its run folder
@@ -380,23 +385,47 @@ def run_members(ray, remote, members, state_dir, token, root, cwd,
           f'({finished}/{n} finished)')
     if pending:
       changed |= _follow(ray, [state[refs[r]] for r in pending], state_dir,
-                         max_retries, say, n)
+                         max_retries, say, n, dead_nodes)
     if changed:
       table()
   return [m.summary for m in state]
 
 
-def _follow(ray, going, state_dir, max_retries, say, n):
+def _follow(ray, going, state_dir, max_retries, say, n, dead_nodes):
   """Reads new attempts and lost nodes of the members still going.
 
-  Prints a line when a member's node is lost and when its retry starts.
-  Returns whether anything changed.
+  Prints a line when a member's attempt is lost (its node dead, or its
+  worker process) and when its retry starts. Returns whether anything
+  changed.
   """
   changed = False
-  alive = None
+  alive = []
+
+  def is_alive(node):
+    if not alive:
+      alive.append({x['NodeID'] for x in ray.nodes() if x.get('Alive')})
+    return node in alive[0] and node not in dead_nodes
+
   for m in going:
     attempts = read_attempts(state_dir, m.index)
-    if len(attempts) > len(m.attempts):
+    newer = len(attempts) > len(m.attempts)
+    if m.attempts and m.lost_node is None:
+      last = m.attempts[-1]
+      dead = not is_alive(last['node_id'])
+      if dead or newer:  # a retry has started: the attempt before is lost
+        m.lost_node = last['node_id']
+        changed = True
+        left = max_retries - (len(m.attempts) - 1)
+        what = (f'retry {len(m.attempts)}/{max_retries} will resume it from '
+                f'the checkpoint at step {_checkpoint(m.workdir)}' if left > 0
+                else f'no retries left (max_retries={max_retries})')
+        lost = ('its node' if dead else
+                'its worker process (or its node, not yet known dead) on')
+        say(f'member {m.index + 1}/{n} {m.name}: {lost} {last["host"]} '
+            f'(id {last["node_id"][:8]}) was lost at step {m.step}; {what}')
+      elif m.lost_node is None:
+        m.step = _last_step(m.workdir)
+    if newer:
       m.attempts = attempts
       m.lost_node = None
       changed = True
@@ -406,18 +435,60 @@ def _follow(ray, going, state_dir, max_retries, say, n):
             f'{len(attempts) - 1}/{max_retries} started on host '
             f'{last["host"]} (node id {last["node_id"][:8]}), resuming from '
             f'the checkpoint at step {last.get("checkpoint_step")}')
-    if m.attempts and m.lost_node is None:
-      if alive is None:
-        alive = {x['NodeID'] for x in ray.nodes() if x.get('Alive')}
-      node = m.attempts[-1]['node_id']
-      if node not in alive:
-        m.lost_node = node
-        changed = True
-        left = max_retries - (len(m.attempts) - 1)
-        what = (f'retry {len(m.attempts)}/{max_retries} will resume it from '
-                f'the checkpoint at step {_checkpoint(m.workdir)}' if left > 0
-                else f'no retries left (max_retries={max_retries})')
-        say(f'member {m.index + 1}/{n} {m.name}: its node '
-            f'{m.attempts[-1]["host"]} (id {node[:8]}) was lost at step '
-            f'{_last_step(m.workdir)}; {what}')
   return changed
+
+
+_DEAD_NODE = re.compile(r'node id:? ([0-9a-f]{56})', re.IGNORECASE)
+
+
+class RayletReports:
+  """Reads the raylets' error reports; keeps them off stdout unless verbose.
+
+  A Ray driver prints every error a raylet publishes (a task to be retried
+  because its node is dead, a node marked dead, each with a dump of the
+  raylet's state: dozens of lines) whatever `log_to_driver` says.
+  `run_members` prints one line for each such event, so while it runs
+  (unless `verbose` >= 2) the reports are dropped here; they stay in Ray's
+  logs. They are also the first news of a lost node (Ray's node table says
+  so only after the node misses its health checks, tens of seconds later):
+  the ids of the nodes they call dead are gathered in `dead_nodes`.
+
+  Ray has no option for this, so the function that prints the reports
+  (`ray._private.worker.print_to_stdstream`) is wrapped while the sweep
+  runs, and left as it is by a Ray version that lacks it.
+  """
+
+  def __init__(self, verbose):
+    self.quiet = not (verbose is not True and verbose >= 2)
+    self.dead_nodes = set()
+    self._module = self._original = None
+
+  def _read(self, data):
+    if not (isinstance(data, dict) and data.get('pid') == 'raylet'):
+      return False
+    for line in data.get('lines') or ():
+      if 'dead' in str(line):
+        self.dead_nodes.update(_DEAD_NODE.findall(str(line)))
+    return True
+
+  def __enter__(self):
+    try:
+      from ray._private import worker  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      return self
+    original = getattr(worker, 'print_to_stdstream', None)
+    if original is None:
+      return self
+
+    def print_to_stdstream(data, *args, **kwargs):
+      if self._read(data) and self.quiet:
+        return None
+      return original(data, *args, **kwargs)
+
+    self._module, self._original = worker, original
+    worker.print_to_stdstream = print_to_stdstream
+    return self
+
+  def __exit__(self, *exc):
+    if self._module is not None:
+      self._module.print_to_stdstream = self._original

@@ -332,10 +332,11 @@ def _run_ray(members, address, verbose, gpus_per_member=None, root='runs',
             f'cluster{share}; run root shared by its {n_nodes} nodes; '
             f'{max_retries} retries each for a lost node)', flush=True)
     csv = os.path.join(root, 'sweep.csv')
-    return _ray.run_members(
-        ray, remote, members, state_dir, token, root, os.getcwd(),
-        max_retries, lambda s: _write_csv(members_frame(members, s), csv),
-        verbose)
+    with _ray.RayletReports(verbose) as reports:
+      return _ray.run_members(
+          ray, remote, members, state_dir, token, root, os.getcwd(),
+          max_retries, lambda s: _write_csv(members_frame(members, s), csv),
+          verbose, dead_nodes=reports.dead_nodes)
   finally:
     if state_dir is not None:
       shutil.rmtree(state_dir, ignore_errors=True)
