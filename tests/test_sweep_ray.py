@@ -7,6 +7,7 @@ root is a worker node started in its own mount namespace, where an empty
 tmpfs covers the root's path.
 """
 import faulthandler
+import json
 import os
 import re
 import shutil
@@ -287,3 +288,67 @@ def test_raylet_reports_name_dead_nodes_and_stay_off_stdout(capsys):
     assert reports.dead_nodes == {dead}
     assert worker.print_to_stdstream is original
     assert ('will be retried' in capsys.readouterr().out) == shown
+
+
+def _table_watcher(root, seen_dir):
+  """A member in place of `sweep._run_member_abs`: waits to see itself
+  'running' in sweep.csv, saves the statuses it saw, and ends 'done'.
+
+  Built in a closure, so that Ray sends it by value.
+  """
+
+  def member(cwd, kwargs, verbose):
+    # pylint: disable=g-import-not-at-top,import-outside-toplevel,redefined-outer-name,reimported
+    import csv
+    import json
+    import os
+    import time
+    del cwd, verbose
+    name = os.path.basename(kwargs['workdir'])
+    deadline = time.time() + 60
+    statuses = None
+    while time.time() < deadline:
+      try:
+        with open(os.path.join(root, 'sweep.csv')) as f:
+          rows = list(csv.DictReader(f))
+      except OSError:
+        rows = []
+      mine = [r for r in rows if r['run'] == name]
+      if mine and mine[0]['status'] == 'running':
+        statuses = [(r['status'], r['reason']) for r in rows]
+        break
+      time.sleep(0.1)
+    with open(os.path.join(seen_dir, name + '.json'), 'w') as f:
+      json.dump(statuses, f)
+    return dict(status='done', test_error=0.5)
+
+  return member
+
+
+def test_sweep_csv_shows_members_pending_running_and_done(
+    tmp_path, monkeypatch, capsys, hard_timeout):
+  del hard_timeout
+  root = str(tmp_path / 'runs')
+  seen = tmp_path / 'seen'
+  seen.mkdir()
+  monkeypatch.setattr(sweep_lib, '_run_member_abs',
+                      _table_watcher(root, str(seen)))
+  ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+           logging_level='warning')
+  try:  # one CPU: one member at a time
+    frame = wrn_trax.sweep(root=root, executor='ray', verbose=True, **GRID)
+  finally:
+    ray.shutdown()
+  assert list(frame['status']) == ['done', 'done']
+  names = list(frame['run'])
+  first = json.load(open(seen / f'{names[0]}.json'))
+  second = json.load(open(seen / f'{names[1]}.json'))
+  assert [s for s, _ in first] == ['running', 'pending']
+  assert first[0][1].startswith('training on host ')
+  assert first[1][1] == 'waiting for a free node'
+  assert [s for s, _ in second] == ['done', 'running']
+  out = capsys.readouterr().out
+  assert f'member 1/2 done: {names[0]} (1/2 finished)' in out
+  assert f'member 2/2 done: {names[1]} (2/2 finished)' in out
+  assert list(pd.read_csv(os.path.join(root, 'sweep.csv'))['status']) == [
+      'done', 'done']
