@@ -149,6 +149,8 @@ def check_shared_root(ray, root, state_dir, token, options,
   marker = os.path.join(state_dir, MARKER)
   nodes = [n for n in ray.nodes()
            if n.get('Alive') and _fits(n.get('Resources', {}), options)]
+  if not nodes:  # no node fits a member: Ray says so when one is submitted
+    return 0
   read = ray.remote(num_cpus=0, max_retries=0)(_marker_reader())
   refs = {read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
       n['NodeID'], soft=False)).remote(marker): n for n in nodes}
