@@ -37,7 +37,7 @@ def _value(text):
 _OPTIONS = ('model', 'dataset', 'recipe', 'workdir', 'seed', 'data_dir',
             'verbose', 'root', 'executor', 'address', 'seeds', 'family',
             'widen_factors', 'depths', 'blocks', 'dropouts',
-            'gpus_per_member', 'gpus')
+            'gpus_per_member', 'gpus', 'max_retries')
 
 
 def _overrides(pairs):
@@ -182,6 +182,10 @@ def parser():
                  help='with --executor local: the GPU ids to run members on '
                  '(default: all, from CUDA_VISIBLE_DEVICES or nvidia-smi); '
                  'with no id, one member after another in this process')
+  p.add_argument('--max-retries', type=int, default=3,
+                 help='with --executor ray: how many times a member whose '
+                 'node or worker is lost is started again (it resumes from '
+                 'its last checkpoint)')
   _common(p)
 
   p = sub.add_parser('report', formatter_class=fmt, epilog=_EPILOG['report'],
@@ -285,7 +289,7 @@ def _dispatch(args):
         steps=steps, root=args.root, executor=args.executor,
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
-        gpus=args.gpus, **overrides)
+        gpus=args.gpus, max_retries=args.max_retries, **overrides)
     print(report.format_table(report.summarize(frame)))
     _report_failed_members(frame)
   elif args.command == 'report':

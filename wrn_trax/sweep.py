@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
           seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
           steps=None, root='runs', executor='local', address=None,
           data_dir=None, verbose=True, gpus_per_member=None, gpus=None,
+          max_retries=3,
           **overrides):
   """Trains every member of a grid and returns one row per run.
 
@@ -109,7 +111,8 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
     address: with executor='ray', the address of an existing Ray cluster
       (e.g. 'auto' or 'ray://head:10001'); None starts a local one.
     data_dir: where the data set lies.
-    verbose: print progress and each member's log.
+    verbose: print progress and each member's log (with executor='ray',
+      a line per member event; verbose=2 also shows Ray's own logs).
     gpus_per_member: the GPUs each member gets: a share 0 < g <= 1 of one
       GPU (0.25: four members per GPU) or a whole number of GPUs. A member
       with a share g < 1 may use `MEMORY_HEADROOM` * g of the GPU's memory
@@ -122,6 +125,9 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
       CUDA_VISIBLE_DEVICES numbers them); default `devices.local_gpus()`
       (CUDA_VISIBLE_DEVICES, else nvidia-smi); [] trains the members one
       after another in this process.
+    max_retries: with executor='ray', how many times a member whose node
+      or worker process is lost is started again; it resumes from its last
+      checkpoint. A member's own errors are not retried.
     **overrides: recipe fields for every member (batch_size, lr, ...).
 
   Returns:
@@ -138,6 +144,8 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
     if gpus is not None:
       raise ValueError("gpus= is for executor='local'; Ray places members "
                        'on the GPUs of its cluster')
+    from wrn_trax import _ray  # pylint: disable=g-import-not-at-top
+    max_retries = _ray.check_max_retries(max_retries)
   else:
     slots = local_slots(gpus_per_member, gpus)
   members = plan(widen_factors, depths, blocks, dropouts, seeds, family,
@@ -146,7 +154,8 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   if executor == 'local':
     summaries = _run_local(members, verbose, slots, root)
   else:
-    summaries = _run_ray(members, address, verbose, gpus_per_member)
+    summaries = _run_ray(members, address, verbose, gpus_per_member, root,
+                         max_retries)
   frame = members_frame(members, summaries)
   _write_csv(frame, os.path.join(root, 'sweep.csv'))
   return frame
@@ -458,17 +467,22 @@ def _ray_options(gpus_per_member, n_gpus):
   return options
 
 
-def _run_ray(members, address, verbose, gpus_per_member=None):
+def _run_ray(members, address, verbose, gpus_per_member=None, root='runs',
+             max_retries=3):
   """Runs members as Ray tasks, one accelerator (or share) each.
 
   Without `gpus_per_member`, one GPU each where there are any, else one CPU
-  each; with it, see `sweep`.
+  each; with it, see `sweep`. The run root is checked to be shared by every
+  node first, and a member whose node or worker is lost is retried (up to
+  `max_retries` times) and resumes from its last checkpoint: see
+  `wrn_trax._ray`.
   """
   import ray  # pylint: disable=g-import-not-at-top
+  from wrn_trax import _ray  # pylint: disable=g-import-not-at-top
   started = not ray.is_initialized()
   if started:
-    ray.init(address=address, include_dashboard=False,
-             log_to_driver=verbose, configure_logging=False)
+    ray.init(address=address, **_ray.init_kwargs(verbose))
+  state_dir = None
   try:
     n_gpus = int(ray.cluster_resources().get('GPU', 0))
     if gpus_per_member is not None:
@@ -480,24 +494,25 @@ def _run_ray(members, address, verbose, gpus_per_member=None):
       if gpus_per_member < 1:
         _warn_if_this_process_holds_gpus()
     options = _ray_options(gpus_per_member, n_gpus)
-    remote = ray.remote(max_retries=0, **options)(_run_member_abs)
-    cwd = os.getcwd()
-    refs = [remote.remote(cwd, dict(workdir=w, config=c), False)
-            for w, c in members]
+    state_dir, token = _ray.new_state_dir(root)
+    n_nodes = _ray.check_shared_root(ray, root, state_dir, token, options)
+    remote = ray.remote(max_retries=max_retries, retry_exceptions=False,
+                        **options)(_ray.member_task(_run_member_abs))
     if verbose:
       share = ('' if gpus_per_member is None else
                f', {gpus_per_member:g} GPU per member')
-      print(f'== sweep: {len(refs)} members on Ray '
-            f'({n_gpus} GPUs in the cluster{share})', flush=True)
-    summaries = []
-    for i, ref in enumerate(refs):
-      summaries.append(ray.get(ref))
-      if verbose:
-        print(f'== sweep: member {i + 1}/{len(refs)} '
-              f'{summaries[-1].get("status")}: '
-              f'{os.path.basename(members[i][0])}', flush=True)
-    return summaries
+      print(f'== sweep: {len(members)} members on Ray ({n_gpus} GPUs in the '
+            f'cluster{share}; run root shared by its {n_nodes} nodes; '
+            f'{max_retries} retries each for a lost node)', flush=True)
+    csv = os.path.join(root, 'sweep.csv')
+    with _ray.RayletReports(verbose) as reports:
+      return _ray.run_members(
+          ray, remote, members, state_dir, token, root, os.getcwd(),
+          max_retries, lambda s: _write_csv(members_frame(members, s), csv),
+          verbose, dead_nodes=reports.dead_nodes)
   finally:
+    if state_dir is not None:
+      shutil.rmtree(state_dir, ignore_errors=True)
     if started:
       ray.shutdown()
 
