@@ -15,6 +15,7 @@ import time
 import warnings
 
 from wrn_trax import _names
+from wrn_trax import live as live_lib
 from wrn_trax import record
 from wrn_trax import runio
 from wrn_trax import train as train_lib
@@ -75,7 +76,8 @@ def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
 def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
           seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
           steps=None, root='runs', executor='local', address=None,
-          data_dir=None, verbose=True, gpus_per_member=None, **overrides):
+          data_dir=None, verbose=True, gpus_per_member=None, live='auto',
+          **overrides):
   """Trains every member of a grid and returns one row per run.
 
   The defaults are the seed study (stock trax WideResnet, k = 1..4, the seed
@@ -105,6 +107,11 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
       use `MEMORY_HEADROOM` * g of the GPU's memory (`member_env_vars`).
       None (the default): one GPU each where the cluster has GPUs, else one
       CPU each.
+    live: with `verbose`, print an estimate of the sweep's time on this
+      device before training, then a progress line with the time left and
+      every member's curves as they are logged: 'auto' (one figure updated
+      in place in a notebook, text lines elsewhere), 'notebook', 'text', or
+      False (see `wrn_trax.live`).
     **overrides: recipe fields for every member (batch_size, lr, ...).
 
   Returns:
@@ -120,10 +127,14 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   members = plan(widen_factors, depths, blocks, dropouts, seeds, family,
                  dataset, recipe, steps, root, data_dir, **overrides)
   os.makedirs(root, exist_ok=True)
-  if executor == 'local':
-    summaries = _run_local(members, verbose)
-  else:
-    summaries = _run_ray(members, address, verbose, gpus_per_member)
+  monitor = live_lib.start(members, live if verbose else False)
+  try:
+    if executor == 'local':
+      summaries = _run_local(members, verbose, monitor.member_done)
+    else:
+      summaries = _run_ray(members, address, verbose, gpus_per_member)
+  finally:
+    monitor.close()
   frame = members_frame(members, summaries)
   _write_csv(frame, os.path.join(root, 'sweep.csv'))
   return frame
@@ -159,7 +170,7 @@ def _run_member(member, verbose):
     return summary
 
 
-def _run_local(members, verbose):
+def _run_local(members, verbose, member_done=lambda i, summary: None):
   summaries, durations = [], []
   for i, (workdir, config) in enumerate(members):
     if verbose:
@@ -173,6 +184,7 @@ def _run_local(members, verbose):
     summaries.append(_run_member(dict(workdir=workdir, config=config),
                                  verbose))
     durations.append(time.time() - t0)
+    member_done(i, summaries[-1])
   if verbose:
     print(f'== sweep: {len(members)}/{len(members)} members done in '
           f'{_hms(sum(durations))}', flush=True)
