@@ -277,10 +277,10 @@ def estimate(members, probe='auto', timings=None, device=None,
     timings = measured_timings(os.path.dirname(w) or '.' for w, _ in members)
   timings = dict(timings)
   status = [steps_trained(w) for w, _ in members]
-  if probe == 'auto':  # worth it where one timing serves several members
-    todo = [step_key(c, device) for (_, c), (done, _) in zip(members, status)
-            if not done]
-    probe = len(todo) > len(set(todo))
+  # 'auto': a probe is worth it where one timing serves several members.
+  todo = [step_key(c, device) for (_, c), (done, _) in zip(members, status)
+          if not done]
+  shared = {k for k in todo if todo.count(k) > 1}
   probe_seconds = 0.0
   out = []
   for (workdir, config), (done, trained) in zip(members, status):
@@ -288,7 +288,8 @@ def estimate(members, probe='auto', timings=None, device=None,
       out.append(MemberEstimate(workdir, trained, 0, None, None, 'done'))
       continue
     key = step_key(config, device)
-    if key not in timings and probe:
+    if key not in timings and (probe is True or
+                               (probe == 'auto' and key in shared)):
       t0 = time.perf_counter()
       try:
         timings[key] = probe_fn(config)
