@@ -98,6 +98,15 @@ def test_failed_and_unfinished_runs_do_not_count(root):
   assert row['error_pct_median'] == pytest.approx(48.0)
 
 
+def test_no_best_width_where_a_width_is_unfinished(tmp_path):
+  for (k, steps, seed), error in ERRORS.items():
+    if (k, steps) != (2, 80):
+      _write_run(str(tmp_path), k, steps, seed, error)
+  table = report.budget_table(report.load_runs(str(tmp_path)))
+  assert table[table['best']]['steps'].tolist() == [20]
+  assert 'not all widths done' in report.budget_markdown(table)
+
+
 def test_one_budget_is_not_a_budget_study(tmp_path):
   for (k, steps, seed), error in ERRORS.items():
     if steps == 20:

@@ -131,7 +131,8 @@ def budget_table(runs):
     FLOPs count, see the module docstring); seconds_median (the runs'
     measured wall time, compile and evaluations included, median over
     seeds); device (where they ran); best (the width with the lowest median
-    error at this budget; a tie goes to the cheaper); envelope (on the lower
+    error at this budget; a tie goes to the cheaper; none at a budget
+    where a width of the study has no finished run yet); envelope (on the lower
     envelope of median error against training FLOPs within its context).
     Sorted by context, steps and widen factor. Empty (with those columns)
     when no context has two budgets.
@@ -172,7 +173,10 @@ def budget_table(runs):
       rows.append(row)
     part = pd.DataFrame(rows[start:])
     best = np.zeros(len(part), bool)
+    widths = part['model'].nunique()
     for _, at in part.groupby('steps', sort=False):
+      if at['model'].nunique() < widths:  # a width unfinished: no verdict
+        continue
       order = at.sort_values(['error_pct_median', 'train_flops'],
                              kind='stable')
       best[part.index.get_loc(order.index[0])] = True
@@ -235,7 +239,8 @@ def budget_markdown(table):
       for _, r in at.iterrows():
         row[f'{labels[r["model"]]} error % (min-max)'] = _spread_cell(r)
       best = at[at['best']]
-      row['best width'] = labels[best['model'].iloc[0]] if len(best) else ''
+      row['best width'] = (labels[best['model'].iloc[0]] if len(best)
+                           else 'not all widths done')
       row['seeds'] = '/'.join(str(n) for n in at['n_seeds'])
       wide.append(row)
     wide = pd.DataFrame(wide)
