@@ -53,6 +53,8 @@ def _by_hand(root):
   """(k, steps) -> (median, min, max) % and wall seconds, from the folders."""
   errors, seconds = {}, {}
   for name in os.listdir(root):
+    if not os.path.isfile(os.path.join(root, name, 'config.json')):
+      continue  # the sweep's sweep.csv
     with open(os.path.join(root, name, 'config.json')) as f:
       config = json.load(f)
     with open(os.path.join(root, name, 'summary.json')) as f:
