@@ -346,6 +346,17 @@ def test_executes_in_smoke_mode(path, tmp_path, kaggle_input):
   assert plot_cells
   for c in plot_cells:
     assert _rich(c, 'image/png'), f'no figure from: {c.source[:80]}'
+  if path.stem.startswith('01'):  # the budget section: 2 budgets x 2 widths
+    budget_runs = _runs(tmp_path / 'runs-budget')  # root + '-budget'
+    assert sorted(c['steps'] for c, _ in budget_runs) == (
+        [SMOKE_STEPS // 2] * 2 + [SMOKE_STEPS] * 2)
+    assert all(s['status'] == 'done' for _, s in budget_runs)
+    shown = [_rich(c, 'text/markdown') for c in nb.cells
+             if 'budget_markdown' in c.get('source', '')]
+    assert shown and 'best width' in shown[0], shown
+  if path.stem.startswith('03'):  # without results/cifar10-budget/: says so
+    assert 'results/cifar10-budget/ is not here' in ''.join(
+        _outputs(c) for c in nb.cells if c.cell_type == 'code')
   if path.stem.startswith('03'):  # write_report's tables and plots
     written = {p.name for p in out.iterdir()}
     assert {'runs.csv', 'summary.csv', 'summary.md', 'README.md'} <= written

@@ -296,6 +296,9 @@ def _dispatch(args):
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     written = report.write_report(args.root, out=args.out)
     print(report.format_table(report.summarize(report.load_runs(args.root))))
+    if 'best_width_by_budget.md' in written:  # runs at several budgets
+      print('\nBest width by budget:\n')
+      print(open(written['best_width_by_budget.md']).read())
     print(f'\nwrote {len(written)} files to {args.out}/')
 
 

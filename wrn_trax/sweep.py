@@ -25,6 +25,7 @@ import warnings
 
 from wrn_trax import _names
 from wrn_trax import devices as devices_lib
+from wrn_trax import live as live_lib
 from wrn_trax import record
 from wrn_trax import runio
 from wrn_trax import train as train_lib
@@ -86,7 +87,7 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
           seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
           steps=None, root='runs', executor='local', address=None,
           data_dir=None, verbose=True, gpus_per_member=None, gpus=None,
-          max_retries=3,
+          max_retries=3, live='auto',
           **overrides):
   """Trains every member of a grid and returns one row per run.
 
@@ -128,6 +129,11 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
     max_retries: with executor='ray', how many times a member whose node
       or worker process is lost is started again; it resumes from its last
       checkpoint. A member's own errors are not retried.
+    live: with `verbose`, print an estimate of the sweep's time on this
+      device before training, then a progress line with the time left and
+      every member's curves as they are logged: 'auto' (one figure updated
+      in place in a notebook, text lines elsewhere), 'notebook', 'text', or
+      False (see `wrn_trax.live`).
     **overrides: recipe fields for every member (batch_size, lr, ...).
 
   Returns:
@@ -151,11 +157,16 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   members = plan(widen_factors, depths, blocks, dropouts, seeds, family,
                  dataset, recipe, steps, root, data_dir, **overrides)
   os.makedirs(root, exist_ok=True)
-  if executor == 'local':
-    summaries = _run_local(members, verbose, slots, root)
-  else:
-    summaries = _run_ray(members, address, verbose, gpus_per_member, root,
-                         max_retries)
+  monitor = live_lib.start(members, live if verbose else False)
+  try:
+    if executor == 'local':
+      summaries = _run_local(members, verbose, slots, root,
+                             monitor.member_done)
+    else:
+      summaries = _run_ray(members, address, verbose, gpus_per_member, root,
+                           max_retries)
+  finally:
+    monitor.close()
   frame = members_frame(members, summaries)
   _write_csv(frame, os.path.join(root, 'sweep.csv'))
   return frame
@@ -191,7 +202,8 @@ def _run_member(member, verbose):
     return summary
 
 
-def _run_local(members, verbose, slots=None, root='runs'):
+def _run_local(members, verbose, slots=None, root='runs',
+               member_done=lambda i, summary: None):
   """Trains the members here, one after another, or in `slots` at once."""
   if slots:
     return _run_local_processes(members, verbose, slots, root)
@@ -208,6 +220,7 @@ def _run_local(members, verbose, slots=None, root='runs'):
     summaries.append(_run_member(dict(workdir=workdir, config=config),
                                  verbose))
     durations.append(time.time() - t0)
+    member_done(i, summaries[-1])
   if verbose:
     print(f'== sweep: {len(members)}/{len(members)} members done in '
           f'{_hms(sum(durations))}', flush=True)

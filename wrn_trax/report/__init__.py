@@ -14,6 +14,10 @@ plots on an `ax`), plus the report writer:
 * `report.plots`: `plot_curves`, `plot_error_vs_k`, `plot_error_vs_params`
   and `plot_throughput_vs_k` take frames and an optional matplotlib `ax` and
   return the Figure (no pyplot, no display needed).
+* `report.budget`: `budget_table(runs)` (error per training budget and
+  width: epochs, training FLOPs, seconds, median and spread over seeds, the
+  best width, the lower envelope), `has_budgets`, `lower_envelope`,
+  `budget_markdown`; `plots.plot_error_vs_compute` draws it.
 * `report.write`: `write_report(root, out)` writes the tables, the plots and
   a README.
 
@@ -30,10 +34,13 @@ lazily by `summarize` only when no `paper` frame is passed.
 from wrn_trax.report.analysis import (PAPER_UNITS, curve_keys, curve_stats,
                                       differing_columns, format_table,
                                       markdown_table, summarize)
+from wrn_trax.report.budget import (budget_markdown, budget_table,
+                                    has_budgets, lower_envelope)
 from wrn_trax.report.io import (CONFIG_KEYS, SUMMARY_FIELDS, load_curves,
                                 load_runs, read_summary, run_row, runs_frame)
-from wrn_trax.report.plots import (plot_curves, plot_error_vs_k,
-                                   plot_error_vs_params, plot_throughput_vs_k)
+from wrn_trax.report.plots import (plot_curves, plot_error_vs_compute,
+                                   plot_error_vs_k, plot_error_vs_params,
+                                   plot_throughput_vs_k)
 from wrn_trax.report.write import write_report
 
 __all__ = (
@@ -43,5 +50,7 @@ __all__ = (
     'format_table', 'markdown_table',
     'plot_curves', 'plot_error_vs_k', 'plot_error_vs_params',
     'plot_throughput_vs_k',
+    'has_budgets', 'budget_table', 'budget_markdown', 'lower_envelope',
+    'plot_error_vs_compute',
     'write_report',
 )

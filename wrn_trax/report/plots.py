@@ -259,3 +259,55 @@ def _k_axis(ax, stats, ylabel):
   ks = sorted(stats['widen_factor'].dropna().unique())
   if ks:
     ax.set_xticks(ks)
+
+
+def plot_error_vs_compute(table, ax=None):
+  """Test error (%) against training FLOPs (log), one line per width.
+
+  Args:
+    table: frame from `report.budget_table` (one row per budget and width).
+    ax: axes to draw on; default a new Figure.
+
+  Returns:
+    The Figure: each width's median error over seeds at each budget, with
+    min-max bars, joined in order of compute; the lower envelope (the points
+    no cheaper point beats, `budget.lower_envelope`) as a dashed black line
+    through ringed points. With several contexts (data sets, recipes, ...),
+    one set of lines and one envelope per context.
+  """
+  from wrn_trax.report.budget import CONTEXT_KEYS  # pylint: disable=g-import-not-at-top
+  fig, ax = _axes(ax)
+  context = [c for c in table.columns if c in CONTEXT_KEYS]
+  data = table.dropna(subset=['train_flops', 'error_pct_median'])
+  color_of = _colors(data['widen_factor']) if len(data) else {}
+  groups = (data.groupby(context, sort=False, dropna=False) if context
+            else [((), data)])
+  envelope_label = 'lower envelope'
+  for ckey, part in groups:
+    ckey = ckey if isinstance(ckey, tuple) else (ckey,)
+    prefix = ', '.join(f'{c}={v}' for c, v in zip(context, ckey))
+    by_model = part['model'].nunique() != part['widen_factor'].nunique()
+    for model, line in part.groupby('model', sort=False):
+      line = line.sort_values('train_flops')
+      k = line['widen_factor'].iloc[0]
+      name = model if by_model else _label(line.iloc[0], ['widen_factor'])
+      center = line['error_pct_median'].to_numpy(float)
+      yerr = np.stack([center - line['error_pct_min'].to_numpy(float),
+                       line['error_pct_max'].to_numpy(float) - center])
+      ax.errorbar(line['train_flops'].to_numpy(float), center, yerr=yerr,
+                  marker='o', capsize=3, color=color_of.get(k),
+                  label=f'{prefix}: {name}' if prefix else name)
+    front = part[part['envelope']].sort_values('train_flops')
+    if len(front):
+      ax.plot(front['train_flops'].to_numpy(float),
+              front['error_pct_median'].to_numpy(float), 'k--', marker='o',
+              markersize=11, markerfacecolor='none', linewidth=1.2,
+              label=envelope_label, zorder=5)
+      envelope_label = None
+  ax.set_xscale('log')
+  ax.set_xlabel('training FLOPs (estimate: 3 x forward FLOPs x images)')
+  ax.set_ylabel('test error (%), median over seeds (bars: min-max)')
+  if len(data):
+    ax.legend(fontsize='small')
+  ax.grid(True, which='both', alpha=0.3)
+  return fig

@@ -5,9 +5,11 @@ import tempfile
 
 from wrn_trax.report.analysis import (_FORMATS, _format_cell, format_table,
                                       markdown_table, summarize)
+from wrn_trax.report.budget import budget_markdown, budget_table, has_budgets
 from wrn_trax.report.io import load_curves, load_runs
-from wrn_trax.report.plots import (plot_curves, plot_error_vs_k,
-                                   plot_error_vs_params, plot_throughput_vs_k)
+from wrn_trax.report.plots import (plot_curves, plot_error_vs_compute,
+                                   plot_error_vs_k, plot_error_vs_params,
+                                   plot_throughput_vs_k)
 
 
 def _atomic_write(path, write):
@@ -77,7 +79,10 @@ def write_report(root, out='results/', paper=None):
 
   Returns:
     Dict from short name ('runs.csv', 'summary.md', 'error_vs_k.png',
-    'README.md', ...) to the path written. Plots with nothing to draw (e.g.
+    'README.md', ...) to the path written. When the runs hold errors at
+    more than one budget (runs of one configuration differing only in
+    `steps`), also 'best_width_by_budget.csv' and '.md' (`budget_table`,
+    `budget_markdown`) and 'error_vs_compute.png'. Plots with nothing to draw (e.g.
     no finished run yet) are skipped. Every file is written atomically.
 
   Raises:
@@ -107,12 +112,34 @@ def write_report(root, out='results/', paper=None):
     if _has_lines(fig):
       written[name] = _write_figure(out / name, fig)
       figures.append((name, title))
+  budget_md = None
+  if has_budgets(runs):
+    budgets = budget_table(runs)
+    written['best_width_by_budget.csv'] = _atomic_write(
+        out / 'best_width_by_budget.csv', csv(budgets))
+    budget_md = budget_markdown(budgets)
+    written['best_width_by_budget.md'] = _write_text(
+        out / 'best_width_by_budget.md', budget_md)
+    written['error_vs_compute.png'] = _write_figure(
+        out / 'error_vs_compute.png', plot_error_vs_compute(budgets))
   written['README.md'] = _write_text(
-      out / 'README.md', _readme(root, runs, table, figures))
+      out / 'README.md', _readme(root, runs, table, figures, budget_md))
   return written
 
 
-def _readme(root, runs, table, figures):
+_BUDGET_NOTE = (
+    'Each budget is a run of its own, its learning-rate schedule scaled to '
+    'its steps. Each cell is the median test error over seeds (percent, '
+    'whole test split) with the lowest and highest seed in brackets; `best '
+    'width` has the lowest median at that budget. Training FLOPs are an '
+    'estimate, 3 x forward FLOPs (2 x the multiply-adds of '
+    '`wrn_trax.models.count_flops`) x images trained; `seconds_median` is '
+    'the measured wall time of a run (compile and evaluations included) on '
+    'the device named. A point `on_envelope` has a lower error than every '
+    'point of at most its compute.')
+
+
+def _readme(root, runs, table, figures, budget_md=None):
   """Markdown README of a report: provenance, the table, the plots."""
   counts = runs['status'].value_counts()
   statuses = ', '.join(f'{n} {s}' for s, n in counts.items())
@@ -137,6 +164,12 @@ def _readme(root, runs, table, figures):
       '[runs.csv](runs.csv) (one row per run).',
       '',
   ]
+  if budget_md is not None:
+    lines += ['## Best width by budget', '', _BUDGET_NOTE, '',
+              budget_md.rstrip('\n'), '',
+              'Table: [best_width_by_budget.csv](best_width_by_budget.csv).',
+              '', '![Test error against training compute]'
+              '(error_vs_compute.png)', '']
   for name, title in figures:
     lines += [f'## {title}', '', f'![{title}]({name})', '']
   unfinished = runs[runs['status'] != 'done']

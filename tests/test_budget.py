@@ -1,0 +1,234 @@
+"""The per-budget report: the table against errors worked out by hand from
+the run folders, the lower envelope, the report files, one budget left alone.
+
+Run folders are written through the run record (`wrn_trax.record`), as
+`train` writes them; the slow test trains real tiny digits runs.
+"""
+import json
+import os
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wrn_trax import record
+from wrn_trax import report
+from wrn_trax import runio
+
+N_TRAIN = 1000
+BATCH = 50
+MACS = {1: 2_000_000, 2: 7_000_000}   # forward multiply-adds per image
+# (k, steps, seed) -> test error (fraction). At 20 steps k=1 wins, at 80 k=2.
+ERRORS = {(1, 20, 0): 0.40, (1, 20, 1): 0.44, (2, 20, 0): 0.50,
+          (2, 20, 1): 0.46, (1, 80, 0): 0.30, (1, 80, 1): 0.26,
+          (2, 80, 0): 0.20, (2, 80, 1): 0.24}
+
+
+def _write_run(root, k, steps, seed, error, status='done', device='cpu: cpu'):
+  name = f'WRN-10-{k}_digits_smoke_s{seed}_steps{steps}'
+  workdir = os.path.join(root, name)
+  os.makedirs(workdir)
+  runio.write_json(record.config_path(workdir), dict(
+      run_name=name, model=f'WRN-10-{k}', family='paper', depth=10,
+      widen_factor=k, block='B(3,3)', blocks_per_group=1, dataset='digits',
+      recipe='smoke', seed=seed, data_dir=None, overrides={'steps': steps},
+      steps=steps, batch_size=BATCH, dropout=0.0, n_train=N_TRAIN,
+      device=device))
+  record.write_summary(workdir, record.Summary(
+      status=status, step=steps, steps=steps, test_error=error,
+      flops=MACS[k], params=1000 * k, wall_seconds=steps * k * 0.5 + seed,
+      median_step_seconds=0.01 * k))
+  return workdir
+
+
+@pytest.fixture
+def root(tmp_path):
+  for (k, steps, seed), error in ERRORS.items():
+    _write_run(str(tmp_path), k, steps, seed, error)
+  return str(tmp_path)
+
+
+def _by_hand(root):
+  """(k, steps) -> (median, min, max) % and wall seconds, from the folders."""
+  errors, seconds = {}, {}
+  for name in os.listdir(root):
+    if not os.path.isfile(os.path.join(root, name, 'config.json')):
+      continue  # the sweep's sweep.csv
+    with open(os.path.join(root, name, 'config.json')) as f:
+      config = json.load(f)
+    with open(os.path.join(root, name, 'summary.json')) as f:
+      summary = json.load(f)
+    if summary['status'] != 'done':
+      continue
+    key = (config['widen_factor'], config['steps'])
+    errors.setdefault(key, []).append(100 * summary['test_error'])
+    seconds.setdefault(key, []).append(summary['wall_seconds'])
+  return {key: (statistics.median(v), min(v), max(v),
+                statistics.median(seconds[key]))
+          for key, v in errors.items()}
+
+
+def test_budget_table_matches_the_run_folders(root):
+  runs = report.load_runs(root)
+  assert report.has_budgets(runs)
+  table = report.budget_table(runs)
+  hand = _by_hand(root)
+  assert len(table) == len(hand) == 4
+  for _, row in table.iterrows():
+    k, steps = int(row['widen_factor']), int(row['steps'])
+    median, low, high, seconds = hand[(k, steps)]
+    assert row['error_pct_median'] == pytest.approx(median)
+    assert row['error_pct_min'] == pytest.approx(low)
+    assert row['error_pct_max'] == pytest.approx(high)
+    assert row['seconds_median'] == pytest.approx(seconds)
+    assert row['n_seeds'] == 2 and row['seeds'] == (0, 1)
+    assert row['epochs'] == pytest.approx(steps * BATCH / N_TRAIN)
+    # 3 x (2 FLOPs per multiply-add) x multiply-adds x images trained.
+    assert row['train_flops'] == pytest.approx(6 * MACS[k] * steps * BATCH)
+    assert row['device'] == 'cpu: cpu'
+  best = table[table['best']].set_index('steps')['widen_factor']
+  assert best.to_dict() == {20: 1, 80: 2}
+  assert list(table['steps']) == [20, 20, 80, 80]
+
+
+def test_failed_and_unfinished_runs_do_not_count(root):
+  _write_run(root, 2, 20, 2, 0.01, status='diverged')
+  table = report.budget_table(report.load_runs(root))
+  row = table[(table['steps'] == 20) & (table['widen_factor'] == 2)].iloc[0]
+  assert row['n_seeds'] == 2
+  assert row['error_pct_median'] == pytest.approx(48.0)
+
+
+def test_no_best_width_where_a_width_is_unfinished(tmp_path):
+  for (k, steps, seed), error in ERRORS.items():
+    if (k, steps) != (2, 80):
+      _write_run(str(tmp_path), k, steps, seed, error)
+  table = report.budget_table(report.load_runs(str(tmp_path)))
+  assert table[table['best']]['steps'].tolist() == [20]
+  assert 'not all widths done' in report.budget_markdown(table)
+
+
+def test_one_budget_is_not_a_budget_study(tmp_path):
+  for (k, steps, seed), error in ERRORS.items():
+    if steps == 20:
+      _write_run(str(tmp_path), k, steps, seed, error)
+  runs = report.load_runs(str(tmp_path))
+  assert not report.has_budgets(runs)
+  assert report.budget_table(runs).empty
+  out = tmp_path / 'out'
+  written = report.write_report(str(tmp_path), out=str(out), paper=False)
+  assert 'best_width_by_budget.csv' not in written
+  assert not (out / 'error_vs_compute.png').exists()
+  summary = report.summarize(runs, paper=False)
+  assert len(summary) == 2 and set(summary['n_done']) == {2}
+
+
+def test_summarize_groups_seeds_and_separates_budgets(root):
+  summary = report.summarize(report.load_runs(root), paper=False)
+  assert len(summary) == 4
+  assert set(summary['n_done']) == {2}
+  row = summary[(summary['steps'] == 80) & (summary['widen_factor'] == 2)]
+  assert row['error_pct_median'].iloc[0] == pytest.approx(22.0)
+
+
+@pytest.mark.parametrize('flops,errors,expected', [
+    ([1, 2, 3, 4], [5, 4, 3, 2], [1, 1, 1, 1]),  # every step buys error
+    ([1, 2, 3, 4], [2, 3, 4, 5], [1, 0, 0, 0]),  # the cheapest beats all
+    ([4, 1, 3, 2], [1, 5, 2, 6], [1, 1, 1, 0]),  # order of the input
+    ([1, 1, 2], [3, 2, 1], [0, 1, 1]),           # equal compute: the lower
+    ([1, 2, 2], [3, 3, 3], [1, 0, 0]),           # no gain is not on it
+    ([1, np.nan, 3], [3, 1, 2], [1, 0, 1]),      # a missing point is not
+])
+def test_lower_envelope(flops, errors, expected):
+  assert report.lower_envelope(flops, errors).tolist() == [
+      bool(e) for e in expected]
+
+
+def test_lower_envelope_against_brute_force():
+  rng = np.random.default_rng(0)
+  flops, errors = rng.integers(1, 20, 40), rng.random(40)
+  on = report.lower_envelope(flops, errors)
+  for i in range(40):
+    cheaper = (flops <= flops[i]) & (np.arange(40) != i)
+    beaten = (errors[cheaper] <= errors[i]).any()
+    assert on[i] == (not beaten)
+
+
+def test_envelope_in_the_table(root):
+  table = report.budget_table(report.load_runs(root))
+  on = table[table['envelope']][['steps', 'widen_factor']]
+  # Worked out apart: walk the points from the cheapest, keep new lows.
+  flops = {(k, s): 6 * MACS[k] * s * BATCH for k in (1, 2) for s in (20, 80)}
+  median = {(k, s): 100 * statistics.median(
+      [ERRORS[(k, s, 0)], ERRORS[(k, s, 1)]]) for k in (1, 2) for s in (20, 80)}
+  expected = []
+  best = np.inf
+  for key in sorted(flops, key=lambda key: (flops[key], median[key])):
+    if median[key] < best:
+      expected.append(key)
+      best = median[key]
+  assert sorted(zip(on['widen_factor'], on['steps'])) == sorted(expected)
+
+
+def test_write_report_adds_the_budget_files(root, tmp_path):
+  out = tmp_path / 'report'
+  written = report.write_report(root, out=str(out), paper=False)
+  for name in ('best_width_by_budget.csv', 'best_width_by_budget.md',
+               'error_vs_compute.png'):
+    assert name in written and (out / name).stat().st_size > 0
+  csv = pd.read_csv(out / 'best_width_by_budget.csv')
+  assert len(csv) == 4 and csv['best'].sum() == 2
+  md = (out / 'best_width_by_budget.md').read_text()
+  assert '| best width' in md
+  assert '42.00 (40.00-44.00)' in md  # k=1 at 20 steps
+  header = md.splitlines()[0].split('|')
+  rows = {int(cells[1]): cells for cells in (
+      l.split('|') for l in md.split('\n\n')[0].splitlines()[2:])}
+  best = header.index(' best width ')
+  assert (rows[20][best].strip(), rows[80][best].strip()) == ('k=1', 'k=2')
+  readme = (out / 'README.md').read_text()
+  assert 'Best width by budget' in readme and 'error_vs_compute.png' in readme
+
+
+def test_plot_error_vs_compute_one_line_per_width_and_envelope(root):
+  table = report.budget_table(report.load_runs(root))
+  fig = report.plot_error_vs_compute(table)
+  ax = fig.axes[0]
+  assert ax.get_xscale() == 'log'
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert sorted(labels) == ['k=1', 'k=2', 'lower envelope']
+  envelope = [l for l in ax.lines if l.get_label() == 'lower envelope'][0]
+  on = table[table['envelope']].sort_values('train_flops')
+  np.testing.assert_allclose(envelope.get_xdata(), on['train_flops'])
+  np.testing.assert_allclose(envelope.get_ydata(), on['error_pct_median'])
+
+
+@pytest.mark.slow
+def test_budget_table_from_real_digits_runs(tmp_path):
+  """2 budgets x 2 widths x 2 seeds of real smoke trainings on digits."""
+  import wrn_trax  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / 'runs')
+  for steps in (4, 8):
+    wrn_trax.sweep(widen_factors=[1, 2], depths=[10], family='paper',
+                   seeds=[0, 1], dataset='digits', recipe='smoke',
+                   steps=steps, eval_every=4, checkpoint_every=4,
+                   precise_bn_batches=2, root=root, verbose=False,
+                   live=False)
+  runs = report.load_runs(root)
+  assert (runs['status'] == 'done').all() and len(runs) == 8
+  table = report.budget_table(runs)
+  hand = _by_hand(root)
+  assert len(table) == 4
+  for _, row in table.iterrows():
+    median, low, high, _ = hand[(int(row['widen_factor']), int(row['steps']))]
+    assert row['error_pct_median'] == pytest.approx(median)
+    assert (row['error_pct_min'], row['error_pct_max']) == pytest.approx(
+        (low, high))
+    assert row['epochs'] == pytest.approx(row['steps'] * 32 / 1437)
+  for steps, at in table.groupby('steps'):
+    assert at['best'].sum() == 1
+    best = at[at['best']].iloc[0]
+    assert best['error_pct_median'] == at['error_pct_median'].min()
+  written = report.write_report(root, out=str(tmp_path / 'out'), paper=False)
+  assert 'error_vs_compute.png' in written
