@@ -275,13 +275,16 @@ def _dispatch(args):
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
         **overrides)
-    print(report.format_table(report.summarize(frame)))
+    print(report.compact_table(report.summarize(frame)))
+    print(f'full table: {os.path.join(args.root, "sweep.csv")}; '
+          f'plots and tables: wrn-trax report --root {args.root}')
     _report_failed_members(frame)
   elif args.command == 'report':
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     written = report.write_report(args.root, out=args.out)
-    print(report.format_table(report.summarize(report.load_runs(args.root))))
-    print(f'\nwrote {len(written)} files to {args.out}/')
+    print(report.compact_table(report.summarize(report.load_runs(args.root))))
+    print(f'wrote {len(written)} files to {args.out}/ (full table: '
+          f'{os.path.join(args.out, "summary.md")})')
 
 
 if __name__ == '__main__':

@@ -380,3 +380,88 @@ def format_table(summary, columns=None):
   """
   columns = list(columns) if columns is not None else _table_columns(summary)
   return markdown_table(summary[columns])
+
+
+# What a person reads in a terminal: `compact_table` fits this many columns.
+COMPACT_WIDTH = 100
+# Configuration columns the model's name already says (family, depth, width,
+# block); the others are named beside the model only where they vary.
+_NAMED_BY_MODEL = ('family', 'model', 'depth', 'widen_factor', 'block')
+
+
+def _compact_label(row, varying):
+  extra = [f'{k}={_format_cell(row[k], _FORMATS.get(k))}' for k in varying]
+  model = str(row['model']) if 'model' in row.index else ''
+  return ' '.join([model] + extra).strip() or '-'
+
+
+def _error_with_spread(row):
+  median = row.get('error_pct_median')
+  if median is None or (isinstance(median, float) and math.isnan(median)):
+    return ''
+  low, high = row.get('error_pct_min'), row.get('error_pct_max')
+  if (low is None or high is None or math.isnan(low) or math.isnan(high)
+      or low == high):
+    return f'{median:.2f}'
+  return f'{median:.2f} ({low:.2f}-{high:.2f})'
+
+
+def compact_table(summary, width=COMPACT_WIDTH):
+  """The short table `wrn-trax sweep` and `wrn-trax report` print.
+
+  One row per configuration: the model (with any other configuration field
+  that differs between rows, e.g. `dropout=0.3`), parameters in millions,
+  the test error in percent as the median over seeds with the lowest and
+  highest seed in brackets, the runs done out of all, the error with trax's
+  running BatchNorm averages, images/s and wall minutes (medians over done
+  runs). The full table (`format_table`) stays in the report's files.
+
+  Args:
+    summary: frame from `summarize`.
+    width: the most characters a line may have; the model column is cut
+      (ending in '~') to make the table fit.
+
+  Returns:
+    The table as plain text, columns separated by two spaces, every line at
+    most `width` characters.
+  """
+  config = [c for c in CONFIG_KEYS if c in summary.columns
+            and c not in _NAMED_BY_MODEL]
+  varying = [c for c in config
+             if summary[c].astype(str).nunique(dropna=False) > 1]
+
+  def number(row, column, fmt):
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+      return ''
+    return format(float(value), fmt)
+
+  header = ['model', 'params M', 'error % (min-max)', 'runs', 'run-BN err %',
+            'img/s', 'wall min']
+  body = []
+  for _, row in summary.iterrows():
+    n_all = sum(int(row.get(c, 0) or 0) for c in
+                ('n_done', 'n_diverged', 'n_failed', 'n_incomplete'))
+    body.append([
+        _compact_label(row, varying),
+        number(row, 'params_M', '.3f'),
+        _error_with_spread(row),
+        f'{int(row.get("n_done", 0) or 0)}/{n_all}',
+        number(row, 'running_bn_error_pct', '.2f'),
+        number(row, 'images_per_s', '.0f'),
+        number(row, 'wall_minutes', '.1f'),
+    ])
+  widths = [max([len(h)] + [len(r[j]) for r in body])
+            for j, h in enumerate(header)]
+  room = width - (sum(widths[1:]) + 2 * (len(widths) - 1))
+  if widths[0] > room:
+    widths[0] = max(room, 8)
+    for r in body:
+      if len(r[0]) > widths[0]:
+        r[0] = r[0][:widths[0] - 1] + '~'
+
+  def line(cells):
+    return '  '.join(c.ljust(w) if j == 0 else c.rjust(w)
+                     for j, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+  return '\n'.join([line(header)] + [line(r) for r in body]) + '\n'
