@@ -612,7 +612,8 @@ def precise_bn_state(train_model, weights, state, batches, n_batches, seed=0):
     train_model: a model built with mode='train' that nothing else uses (its
       BatchNorm layers are set to momentum 0 here, so their state output is the
       batch's own statistics).
-    weights, state: the model's trained weights and state (not changed).
+    weights: the model's trained weights (not changed).
+    state: the model's state (not changed).
     batches: an iterator of (images, labels, weights), e.g. `train_batches`
       with the recipe's preprocessing.
     n_batches: how many batches to average over (> 0).
