@@ -1,8 +1,7 @@
 """Writing a report folder: tables, plots and a README (`write_report`)."""
-import os
 import pathlib
-import tempfile
 
+from wrn_trax import runio
 from wrn_trax.report.analysis import (_FORMATS, _format_cell, format_table,
                                       markdown_table, summarize)
 from wrn_trax.report.io import load_curves, load_runs
@@ -14,20 +13,9 @@ def _atomic_write(path, write):
   """Calls write(file_object) on a temp file beside `path`, then renames.
 
   Readers never see a half-written file, and a failed write leaves the old
-  one in place.
+  one in place; the umask is honoured (`runio.write_atomic`).
   """
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                             suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return str(path)
+  return runio.write_atomic(path, write)
 
 
 def _write_text(path, text):
