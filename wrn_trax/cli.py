@@ -204,11 +204,12 @@ def main(argv=None):
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f'wrn-trax {args.command}: error: {e}', file=sys.stderr)
     sys.exit(2)
-  except KeyboardInterrupt:
-    again = (' (rerun the same command to resume)'
+  except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM while training
+    again = ('; rerun the same command to resume'
              if args.command in ('train', 'sweep') else '')
-    print(f'wrn-trax {args.command}: interrupted{again}', file=sys.stderr)
-    sys.exit(130)
+    what = str(e) or 'interrupted'  # train.Interrupted says where it stopped
+    print(f'wrn-trax {args.command}: {what}{again}', file=sys.stderr)
+    sys.exit(128 + getattr(e, 'signum', 2))
 
 
 def _warning_line(command, shown, message, category, filename, lineno,

@@ -9,8 +9,9 @@ config.json   a flat JSON object: the run's identity (`IDENTITY_FIELDS`),
               (`RESOLVED_FIELDS`). `VOLATILE_FIELDS` may differ between two
               sessions of one run.
 summary.json  a `Summary`: written once a session ends, 'done' or
-              'diverged' by `train`, 'failed' by `write_failed_summary`
-              only.
+              'diverged' by `train`, 'interrupted' by `train` after SIGTERM
+              or Ctrl-C (a checkpoint was saved; rerunning resumes), 'failed'
+              by `write_failed_summary` only.
 """
 import dataclasses
 import json
@@ -36,14 +37,14 @@ RESOLVED_FIELDS = ('lr_milestone_steps', 'n_classes', 'image_shape',
 VOLATILE_FIELDS = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
                    'verbose', 'precision_used')
 
-STATUSES = ('done', 'diverged', 'failed', 'running')
+STATUSES = ('done', 'diverged', 'failed', 'interrupted', 'running')
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
   """summary.json. Errors are fractions (0.25 = 25 %), on the test split."""
   status: str                  # one of STATUSES ('running': a sweep's view)
-  reason: Optional[str] = None  # why it diverged or failed
+  reason: Optional[str] = None  # why it diverged, failed or stopped
   step: int = 0                # the last step trained
   steps: Optional[int] = None  # the steps the run was to train
   test_error: Optional[float] = None       # precise-BN statistics: headline
