@@ -295,3 +295,14 @@ def test_python_blocks_use_real_names_and_arguments(page, text):
         signature.bind(*[None] * len(node.args), **kwargs)
         calls += 1
   assert calls, f'{page}: no wrn_trax call checked in {text}'
+
+
+def test_the_readme_is_short_and_shows_the_two_commands_first():
+  text = (ROOT / 'README.md').read_text()
+  assert len(text) <= 12_000, len(text)
+  first_screen = text[:text.index('The second command')]
+  assert 'results/' in first_screen and '.png)' in first_screen
+  assert 'wrn-trax sweep --widen-factors 1 2 3 4' in first_screen
+  assert 'python -m pytest -m "slow or not slow"' in text
+  for link in re.findall(r'\]\((docs/[\w-]+\.md)\)', text):
+    assert (ROOT / link).exists(), link

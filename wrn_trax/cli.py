@@ -276,14 +276,15 @@ def _dispatch(args):
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
         **overrides)
-    print(report.compact_table(report.summarize(frame)))
+    print(report.compact_table(report.summarize(frame)), end="")
     print(f'full table: {os.path.join(args.root, "sweep.csv")}; '
           f'plots and tables: wrn-trax report --root {args.root}')
     _report_failed_members(frame)
   elif args.command == 'report':
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     written = report.write_report(args.root, out=args.out)
-    print(report.compact_table(report.summarize(report.load_runs(args.root))))
+    print(report.compact_table(report.summarize(report.load_runs(args.root))),
+          end="")
     print(f'wrote {len(written)} files to {args.out}/ (full table: '
           f'{os.path.join(args.out, "summary.md")})')
 
