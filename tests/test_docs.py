@@ -11,6 +11,7 @@ looked up, and each call of a wrn_trax function binds to its signature.
 A new command in the docs fails `test_every_shell_command_is_accounted_for`
 until it is run here or listed in ELSEWHERE.
 """
+
 import ast
 import inspect
 import pathlib
@@ -26,40 +27,67 @@ PAGES = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
 FENCE = re.compile(r'^```(\w*)\n(.*?)^```', re.M | re.S)
 # First words of a line that make a code block a list of commands (blocks
 # without one show output: a table, an error message, a folder layout).
-COMMAND_WORDS = ('wrn-trax', 'python', 'python3', 'pip', 'mkdir', 'tar',
-                 'export', 'time', 'for', 'done', 'mkdocs')
+COMMAND_WORDS = (
+  'wrn-trax',
+  'python',
+  'python3',
+  'pip',
+  'mkdir',
+  'tar',
+  'export',
+  'time',
+  'for',
+  'done',
+  'mkdocs',
+)
 
 # Commands not run here, each with the file that runs it (a regex on the
 # command, the file, the text that file must contain).
 ELSEWHERE = [
-    (r'^python3 -m venv \.venv$', '.ci/run', 'python3 -m venv .venv'),
-    (r'^\. \.venv/bin/activate$', '.ci/run', '. .venv/bin/activate'),
-    (r'^pip install -e "\.\[dev\]" -c constraints\.txt$', '.ci/run',
-     'pip install -e ".[dev]" -c constraints.txt'),
-    (r'^wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits '
-     r'--recipe smoke$', '.ci/run',
-     'wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits --recipe smoke'),
-    (r'^wrn-trax report --root runs --out runs/report$', '.ci/run',
-     'wrn-trax report --root runs --out runs/report'),
-    (r'^python -m pytest -m "slow or not slow"$', '.ci/run',
-     'python -m pytest -m "slow or not slow"'),
-    (r'^pip install -e "\.\[docs\]"', '.ci/run', 'pip install -e ".[docs]"'),
-    (r'^mkdocs (build|serve)', '.ci/run', 'mkdocs build --strict'),
-    # Training commands: the CLI's train/sweep/report paths are run end to
-    # end, at a tiny size, by this subprocess test.
-    (r'^wrn-trax (train|sweep|report|data) ', 'tests/test_package.py',
-     'def test_cli_train_sweep_then_report'),
-    # Installing from git or building a wheel: the notebooks' install cell
-    # test builds the wheel with `pip wheel --no-deps` and installs it.
-    (r'^pip install "wrn_trax\[ray\] @ git\+', 'tests/test_notebooks.py',
-     'wheel'),
-    (r'^python -m (pip wheel|build) ', 'tests/test_notebooks.py', 'wheel'),
-    # Unpacking the CIFAR-10 JPEG copy (a data step for the bench scripts).
-    (r'^mkdir -p /tmp/cifar10-jpeg$', 'bench/gpu_check.py', 'cifar10-jpeg'),
-    (r'^tar -xzf \.\./shared/data/cifar10-jpeg\.tar\.gz', 'bench/gpu_check.py',
-     'tar'),
-    (r'^export XLA_PYTHON_CLIENT_PREALLOCATE=false$', 'wrn_trax/cli.py',
-     'XLA_PYTHON_CLIENT_PREALLOCATE'),
+  (r'^python3 -m venv \.venv$', '.ci/run', 'python3 -m venv .venv'),
+  (r'^\. \.venv/bin/activate$', '.ci/run', '. .venv/bin/activate'),
+  (
+    r'^pip install -e "\.\[dev\]" -c constraints\.txt$',
+    '.ci/run',
+    'pip install -e ".[dev]" -c constraints.txt',
+  ),
+  (
+    r'^wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits '
+    r'--recipe smoke$',
+    '.ci/run',
+    'wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits --recipe smoke',
+  ),
+  (
+    r'^wrn-trax report --root runs --out runs/report$',
+    '.ci/run',
+    'wrn-trax report --root runs --out runs/report',
+  ),
+  (
+    r'^python -m pytest -m "slow or not slow"$',
+    '.ci/run',
+    'python -m pytest -m "slow or not slow"',
+  ),
+  (r'^pip install -e "\.\[docs(,lint)?\]"', '.ci/run', 'pip install -e ".[docs,lint]"'),
+  (r'^mkdocs (build|serve)', '.ci/run', 'mkdocs build --strict'),
+  # Training commands: the CLI's train/sweep/report paths are run end to
+  # end, at a tiny size, by this subprocess test.
+  (
+    r'^wrn-trax (train|sweep|report|data) ',
+    'tests/test_package.py',
+    'def test_cli_train_sweep_then_report',
+  ),
+  # Installing from git or building a wheel: the notebooks' install cell
+  # test builds the wheel with `pip wheel --no-deps` and installs it.
+  (r'^pip install "wrn_trax\[ray\] @ git\+', 'tests/test_notebooks.py', 'wheel'),
+  (r'^python -m (pip wheel|build) ', 'tests/test_notebooks.py', 'wheel'),
+  # Unpacking the CIFAR-10 JPEG copy (a data step for the bench scripts).
+  (r'^mkdir -p /tmp/cifar10-jpeg$', 'bench/gpu_check.py', 'cifar10-jpeg'),
+  (r'^tar -xzf \.\./shared/data/cifar10-jpeg\.tar\.gz', 'bench/gpu_check.py', 'tar'),
+  (
+    r'^export XLA_PYTHON_CLIENT_PREALLOCATE=false$',
+    'wrn_trax/cli.py',
+    'XLA_PYTHON_CLIENT_PREALLOCATE',
+  ),
 ]
 # Benchmark scripts: tests/test_bench.py runs those of its SCRIPTS (`--help`,
 # most at a tiny size); a bench command is accounted for when its script is
@@ -67,8 +95,15 @@ ELSEWHERE = [
 BENCH = re.compile(r'^python bench/(\w+)\.py( |$)')
 BENCH_HELP_HERE = ['import_time']
 # Cheap enough to run here, in this process.
-CHEAP = [['models'], ['--help'], ['models', '--help'], ['data', '--help'],
-         ['train', '--help'], ['sweep', '--help'], ['report', '--help']]
+CHEAP = [
+  ['models'],
+  ['--help'],
+  ['models', '--help'],
+  ['data', '--help'],
+  ['train', '--help'],
+  ['sweep', '--help'],
+  ['report', '--help'],
+]
 
 
 def _bench_tested():
@@ -126,8 +161,10 @@ def _argv(command):
 def test_the_docs_have_commands():
   commands = _shell_commands()
   assert len(commands) >= 20, commands
-  assert ('README.md', 'wrn-trax sweep --widen-factors 1 2 3 4 --dataset '
-          'digits --recipe smoke') in commands
+  assert (
+    'README.md',
+    'wrn-trax sweep --widen-factors 1 2 3 4 --dataset digits --recipe smoke',
+  ) in commands
 
 
 def test_every_shell_command_is_accounted_for():
@@ -146,15 +183,17 @@ def test_every_shell_command_is_accounted_for():
         break
     else:
       missing.append((page, command))
-  assert not missing, ('commands in the docs that no test or CI runs; run '
-                       'them in tests/test_docs.py or list them in ELSEWHERE: '
-                       f'{missing}')
+  assert not missing, (
+    'commands in the docs that no test or CI runs; run '
+    'them in tests/test_docs.py or list them in ELSEWHERE: '
+    f'{missing}'
+  )
 
 
 @pytest.mark.parametrize(
-    'page,command',
-    sorted({c for c in _shell_commands()
-            if c[1].startswith(('wrn-trax ', 'python -m wrn_trax '))}))
+  'page,command',
+  sorted({c for c in _shell_commands() if c[1].startswith(('wrn-trax ', 'python -m wrn_trax '))}),
+)
 def test_cli_commands_parse(page, command):
   """Every wrn-trax command shown parses: its subcommand and flags exist."""
   argv = _argv(command)
@@ -169,8 +208,11 @@ def test_cli_commands_parse(page, command):
 
 def _subparsers():
   top = cli.parser()
-  action = next(a for a in top._actions  # pylint: disable=protected-access
-                if a.__class__.__name__ == '_SubParsersAction')
+  action = next(
+    a
+    for a in top._actions  # pylint: disable=protected-access
+    if a.__class__.__name__ == '_SubParsersAction'
+  )
   return top, action.choices
 
 
@@ -206,13 +248,12 @@ def test_cheap_commands_run(argv, capsys):
 
 
 def _script_flags(script):
-  return set(re.findall(r"""['"](--[a-z0-9][a-z0-9-]*)['"]""",
-                        (ROOT / script).read_text()))
+  return set(re.findall(r"""['"](--[a-z0-9][a-z0-9-]*)['"]""", (ROOT / script).read_text()))
 
 
 @pytest.mark.parametrize(
-    'page,command',
-    sorted({c for c in _shell_commands() if BENCH.match(c[1])}))
+  'page,command', sorted({c for c in _shell_commands() if BENCH.match(c[1])})
+)
 def test_bench_commands_name_real_flags(page, command):
   script = f'bench/{BENCH.match(command).group(1)}.py'
   assert (ROOT / script).exists(), f'{page}: {script} does not exist'
@@ -226,16 +267,20 @@ def test_bench_commands_name_real_flags(page, command):
 def test_bench_help_here(name):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  r = subprocess.run([sys.executable, str(ROOT / 'bench' / f'{name}.py'),
-                      '--help'], capture_output=True, text=True, timeout=300,
-                     check=False)
+
+  r = subprocess.run(
+    [sys.executable, str(ROOT / 'bench' / f'{name}.py'), '--help'],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert r.returncode == 0, r.stderr
   assert r.stdout.startswith('usage:')
 
 
 def test_pytest_markers_named_in_the_docs_are_declared():
-  declared = set(re.findall(r'^    (\w+): ', (ROOT / 'setup.cfg').read_text(),
-                            re.M))
+  declared = set(re.findall(r'^    (\w+): ', (ROOT / 'setup.cfg').read_text(), re.M))
   for page, command in _shell_commands():
     match = re.match(r'python -m pytest -m "([^"]+)"', command)
     if match:
@@ -244,8 +289,7 @@ def test_pytest_markers_named_in_the_docs_are_declared():
 
 
 def _python_blocks():
-  return [(page.name, text) for page, lang, text in _blocks()
-          if lang == 'python']
+  return [(page.name, text) for page, lang, text in _blocks() if lang == 'python']
 
 
 def _resolve(node, names):
@@ -257,7 +301,8 @@ def _resolve(node, names):
     if base is None:
       return None
     assert hasattr(base, node.attr), (
-        f'{getattr(base, "__name__", base)} has no attribute {node.attr!r}')
+      f'{getattr(base, "__name__", base)} has no attribute {node.attr!r}'
+    )
     return getattr(base, node.attr)
   return None
 
@@ -267,18 +312,17 @@ def test_python_blocks_use_real_names_and_arguments(page, text):
   """Compiled, every wrn_trax name looked up, every call bound to the
   function's signature (placeholder values: nothing runs)."""
   import importlib  # pylint: disable=g-import-not-at-top
+
   tree = ast.parse(text)
   names = {}
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       for alias in node.names:
         if alias.name.split('.')[0] == 'wrn_trax':
-          names[alias.asname or 'wrn_trax'] = importlib.import_module(
-              'wrn_trax')
+          names[alias.asname or 'wrn_trax'] = importlib.import_module('wrn_trax')
     elif isinstance(node, ast.ImportFrom) and node.module == 'wrn_trax':
       for alias in node.names:
-        names[alias.asname or alias.name] = importlib.import_module(
-            f'wrn_trax.{alias.name}')
+        names[alias.asname or alias.name] = importlib.import_module(f'wrn_trax.{alias.name}')
   # A block may continue an earlier one that imported wrn_trax.
   names.setdefault('wrn_trax', importlib.import_module('wrn_trax'))
   calls = 0
@@ -300,7 +344,7 @@ def test_python_blocks_use_real_names_and_arguments(page, text):
 def test_the_readme_is_short_and_shows_the_two_commands_first():
   text = (ROOT / 'README.md').read_text()
   assert len(text) <= 12_000, len(text)
-  first_screen = text[:text.index('The second command')]
+  first_screen = text[: text.index('The second command')]
   assert 'results/' in first_screen and '.png)' in first_screen
   assert 'wrn-trax sweep --widen-factors 1 2 3 4' in first_screen
   assert 'python -m pytest -m "slow or not slow"' in text

@@ -1,5 +1,6 @@
 """Record files, reports and caches honour the umask (0644 under 022), and
 are still written atomically (temp file + rename)."""
+
 import contextlib
 import os
 import stat
@@ -27,8 +28,7 @@ def mode(path):
   return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.mark.parametrize('mask,expected', [(0o022, 0o644), (0o077, 0o600),
-                                           (0o002, 0o664)])
+@pytest.mark.parametrize('mask,expected', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_run_record_files_follow_the_umask(tmp_path, mask, expected):
   with umask(mask):
     runio.write_json(tmp_path / 'config.json', {'model': 'WRN-10-1'})
@@ -68,17 +68,15 @@ def test_still_atomic_a_failed_write_keeps_the_old_file(tmp_path):
 def test_report_files_follow_the_umask(tmp_path):
   root = make_runs(tmp_path / 'runs')
   with umask(0o022):
-    written = report.write_report(root, out=tmp_path / 'report',
-                                  paper=False)
+    written = report.write_report(root, out=tmp_path / 'report', paper=False)
   assert 'summary.md' in written and 'error_vs_k.png' in written
   files = sorted((tmp_path / 'report').iterdir())
-  assert files and {f.name: mode(f) for f in files} == {
-      f.name: 0o644 for f in files}
+  assert files and {f.name: mode(f) for f in files} == {f.name: 0o644 for f in files}
 
 
 def test_image_cache_follows_the_umask(tmp_path):
   with umask(0o022):
     path = data._write_cache(  # pylint: disable=protected-access
-        [str(tmp_path / 'cache' / '.wrn_trax_cache.npz')],
-        {'x': np.zeros(3, np.uint8)})
+      [str(tmp_path / 'cache' / '.wrn_trax_cache.npz')], {'x': np.zeros(3, np.uint8)}
+    )
   assert mode(path) == 0o644

@@ -276,7 +276,7 @@ def _dispatch(args):
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
         **overrides)
-    print(report.compact_table(report.summarize(frame)), end="")
+    print(report.compact_table(report.summarize(frame)), end='')
     print(f'full table: {os.path.join(args.root, "sweep.csv")}; '
           f'plots and tables: wrn-trax report --root {args.root}')
     _report_failed_members(frame)
@@ -284,7 +284,7 @@ def _dispatch(args):
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     written = report.write_report(args.root, out=args.out)
     print(report.compact_table(report.summarize(report.load_runs(args.root))),
-          end="")
+          end='')
     print(f'wrote {len(written)} files to {args.out}/ (full table: '
           f'{os.path.join(args.out, "summary.md")})')
 

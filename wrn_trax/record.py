@@ -16,7 +16,10 @@ summary.json  a `Summary`: written once a session ends, 'done' or
 import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Any, Optional, Union
+
+# A folder or file name as the public functions take it.
+PathLike = Union[str, 'os.PathLike[str]']
 
 from wrn_trax import recipes
 from wrn_trax import runio
@@ -90,15 +93,15 @@ SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(Summary))
 SUMMARY_TEXT_FIELDS = ('status', 'reason', 'test_bn', 'precision')
 
 
-def summary_path(workdir):
+def summary_path(workdir: PathLike) -> str:
   return os.path.join(workdir, 'summary.json')
 
 
-def config_path(workdir):
+def config_path(workdir: PathLike) -> str:
   return os.path.join(workdir, 'config.json')
 
 
-def read_summary(workdir):
+def read_summary(workdir: PathLike) -> Optional['Summary']:
   """The Summary of a run folder, or None if it has no summary.json.
 
   Raises runio.CorruptFileError naming the file if it is unreadable.
@@ -108,11 +111,12 @@ def read_summary(workdir):
   return None if d is None else Summary.from_dict(d, path)
 
 
-def write_summary(workdir, summary):
+def write_summary(workdir: PathLike, summary: 'Summary') -> None:
   runio.write_json(summary_path(workdir), summary.to_dict())
 
 
-def write_failed_summary(workdir, reason, *, keep_existing=False, **fields):
+def write_failed_summary(workdir: PathLike, reason: str, *, keep_existing: bool = False,
+                         **fields: Any) -> 'Summary':
   """The one place a 'failed' summary.json is written; returns it.
 
   With `keep_existing`, a 'failed' summary already in the folder (written
@@ -130,7 +134,7 @@ def write_failed_summary(workdir, reason, *, keep_existing=False, **fields):
   return summary
 
 
-def read_config(workdir):
+def read_config(workdir: PathLike) -> Optional[dict[str, Any]]:
   """config.json of a run folder as a dict, or None if there is none.
 
   Raises runio.CorruptFileError naming the file if it is not a JSON object.
@@ -143,7 +147,7 @@ def read_config(workdir):
   return d
 
 
-def upgrade_config(config):
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
   """A config.json of an older version in today's terms (a new dict).
 
   The recipe's old name becomes its name ('seed' -> 'notebook'), so old and
@@ -156,7 +160,7 @@ def upgrade_config(config):
   return config
 
 
-def check_same_run(old, new, workdir):
+def check_same_run(old: dict[str, Any], new: dict[str, Any], workdir: PathLike) -> None:
   """Raises ValueError naming the fields in which two configs differ.
 
   `old` is what `workdir/config.json` holds; anything but a JSON object

@@ -13,6 +13,8 @@ by `summarize` only when no `paper` frame is passed.
 import json
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -173,7 +175,8 @@ def _first(series):
   return series.iloc[0] if len(series) else np.nan
 
 
-def summarize(runs, by=None, paper=None, paper_unit='percent'):
+def summarize(runs: pd.DataFrame, by: Optional[Sequence[str]] = None,
+              paper: Any = None, paper_unit: str = 'percent') -> pd.DataFrame:
   """The comparison table: one row per configuration, statistics over seeds.
 
   Args:
@@ -339,7 +342,8 @@ def _format_cell(value, fmt):
   return str(value).replace('|', r'\|').replace('\n', ' ')
 
 
-def markdown_table(frame, formats=None):
+def markdown_table(frame: pd.DataFrame,
+                   formats: Optional[dict[str, str]] = None) -> str:
   """GitHub markdown table of `frame` (no index); numbers right-aligned."""
   formats = {**_FORMATS, **(formats or {})}
   header = [str(c) for c in frame.columns]
@@ -367,7 +371,8 @@ def _table_columns(summary):
   return keys + [c for c in _TABLE_STATS if c in summary.columns]
 
 
-def format_table(summary, columns=None):
+def format_table(summary: pd.DataFrame,
+                 columns: Optional[Sequence[str]] = None) -> str:
   """Markdown table of `summarize`'s frame (what `wrn-trax report` prints).
 
   Args:
@@ -407,7 +412,7 @@ def _error_with_spread(row):
   return f'{median:.2f} ({low:.2f}-{high:.2f})'
 
 
-def compact_table(summary, width=COMPACT_WIDTH):
+def compact_table(summary: pd.DataFrame, width: int = COMPACT_WIDTH) -> str:
   """The short table `wrn-trax sweep` and `wrn-trax report` print.
 
   One row per configuration: the model (with any other configuration field

@@ -1,5 +1,7 @@
 """Writing a report folder: tables, plots and a README (`write_report`)."""
+import os
 import pathlib
+from typing import Any
 
 from wrn_trax import runio
 from wrn_trax.report.analysis import (_FORMATS, _format_cell, format_table,
@@ -54,7 +56,9 @@ def _has_lines(fig):
   return any(ax.lines or ax.containers for ax in fig.axes)
 
 
-def write_report(root, out='results/', paper=None):
+def write_report(root: 'str | os.PathLike[str]',
+                 out: 'str | os.PathLike[str]' = 'results/',
+                 paper: Any = None) -> dict[str, str]:
   """Reads the runs under `root` and writes tables, plots and a README.
 
   Args:
