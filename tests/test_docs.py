@@ -145,6 +145,8 @@ def _inline_cli_commands():
   for page in PAGES:
     text = FENCE.sub('', page.read_text())
     for span in re.findall(r'`(wrn-trax [^`]+)`', text.replace('\n', ' ')):
+      if re.match(r'wrn-trax \S+:', span):  # a message it prints
+        continue
       if not re.search(r'[|<>]|\.\.\.', span):
         out.append((page.name, span))
   return out

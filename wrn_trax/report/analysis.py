@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from wrn_trax import record
 from wrn_trax.report.io import (CONFIG_KEYS, SUMMARY_FIELDS, _BOOKKEEPING,
                                 _DERIVED, _NUMERIC_SUMMARY)
 
@@ -41,10 +42,17 @@ _TABLE_STATS = ('error_pct_median', 'error_pct_mean', 'error_pct_std',
 
 
 def _config_columns(runs):
-  """Columns of `runs` that came from config.json (not bookkeeping)."""
+  """Columns of `runs` that came from config.json and say what the run is.
+
+  Bookkeeping (run_name, versions.*) and the run record's volatile fields
+  (`record.VOLATILE_FIELDS`: device, data_dir, precision_used, ...), which
+  may differ between two sessions of one run, are left out: seeds run on two
+  machines, or with the data in two places, are one configuration.
+  """
   return [c for c in runs.columns
           if c not in SUMMARY_FIELDS and c not in _DERIVED
-          and c.split('.')[0] not in _BOOKKEEPING]
+          and c.split('.')[0] not in _BOOKKEEPING
+          and c.split('.')[0] not in record.VOLATILE_FIELDS]
 
 
 def differing_columns(runs, columns=None):
@@ -275,8 +283,9 @@ def curve_keys(runs, per_run=False):
   """Columns whose values make one curve: ['run'], or the config but seed.
 
   A configuration is every config.json column (plus the CONFIG_KEYS, e.g.
-  `steps`) except the seed, the run name and versions.*: runs that agree on
-  all of them are seeds of one configuration.
+  `steps`) except the seed, the run name, versions.* and the volatile
+  fields (device, data_dir, ...): runs that agree on all of them are seeds
+  of one configuration.
   """
   if per_run:
     return ['run']
