@@ -15,7 +15,6 @@ from unittest import mock
 import numpy as np
 import pytest
 
-import wrn_trax  # pylint: disable=unused-import  (quiet imports first)
 from wrn_trax import data
 
 _ORIGINAL_PROBE = data._probe  # pylint: disable=protected-access

@@ -2,7 +2,6 @@
 import dataclasses
 import math
 
-import wrn_trax  # pylint: disable=unused-import  # before trax: quiet imports
 import jax
 import numpy as np
 import pytest

@@ -219,7 +219,7 @@ def test_cli_train_sweep_then_report(python, subprocess_env, tmp_path):
            'digits', '--recipe', 'smoke', '--steps', '4', '--set',
            'eval_every=2', '--quiet', cwd=tmp_path)
   assert r.returncode == 0, r.stderr
-  assert re.search(r'\| *WRN-10-2 *\|', r.stdout), r.stdout
+  assert re.search(r'^WRN-10-2 ', r.stdout, re.M), r.stdout
   r = _run(python, subprocess_env, '-m', 'wrn_trax', 'report', '--root',
            'runs', '--out', 'results', cwd=tmp_path)
   assert r.returncode == 0, r.stderr

@@ -371,6 +371,50 @@ def test_format_table_rows(summary):
   assert cells[('WRN-16-2', 'cifar10')]['n_diverged'] == '1'
 
 
+def test_compact_table_rows_and_width(summary):
+  """The printed table: one row per configuration, the figures a person
+  reads, every line within 100 characters; the varying dataset is named."""
+  lines = report.compact_table(summary).splitlines()
+  assert len(lines) == 1 + len(summary)
+  assert lines[0].split()[:3] == ['model', 'params', 'M']
+  assert max(map(len, lines)) <= 100
+  row = next(l for l in lines if l.startswith('WRN-16-4 dataset=cifar10'))
+  # Median 10.00 over seeds 0.09 and 0.11; 2 of 3 runs done (one killed).
+  assert '10.00 (9.00-11.00)' in row and ' 2/3 ' in row
+  assert report.compact_table(summary).count('dataset=digits') == 1
+  diverged = next(l for l in lines if l.startswith('WRN-16-2 dataset=cifar10'))
+  assert ' 2/3 ' in diverged
+
+
+def test_compact_table_cuts_long_names_to_fit(summary):
+  long = summary.assign(model=summary['model'] + '-' + 'x' * 120)
+  lines = report.compact_table(long, width=100).splitlines()
+  assert max(map(len, lines)) <= 100
+  assert lines[1].split()[0].endswith('~')
+  wide = report.format_table(long)  # the files keep the full names
+  assert 'x' * 120 in wide
+
+
+def test_seeds_on_two_machines_make_one_curve_and_one_row(tmp_path):
+  """device, data_dir and precision_used are volatile, not identity: two
+  seeds that differ only in them are one configuration."""
+  root = tmp_path / 'runs'
+  for seed, device, data_dir in ((0, 'cpu', '/data/a'), (1, 'gpu:0', '/b')):
+    name = f'wrn-16-2-s{seed}'
+    config = _config(name, 2, seed, device=device, data_dir=data_dir,
+                     precision_used='float32' if seed else 'bfloat16')
+    _write_run(root, name, config, _metrics(0.1), _summary(2, 0.1 + seed / 100))
+  runs = report.load_runs(root)
+  assert len(runs) == 2 and runs['device'].nunique() == 2
+  assert 'device' not in report.curve_keys(runs)
+  assert 'data_dir' not in report.differing_columns(runs)
+  stats = report.curve_stats(report.load_curves(root), runs)
+  assert stats['line'].nunique() == 1 and set(stats['n_runs']) == {2}
+  summary = report.summarize(runs, paper=False)
+  assert len(summary) == 1 and summary['n_done'].iloc[0] == 2
+  assert len(report.compact_table(summary).splitlines()) == 2
+
+
 def test_markdown_table_escapes_pipes():
   table = report.markdown_table(pd.DataFrame({'a': ['x|y'], 'b': [1.5]}))
   assert table.splitlines()[2] == r'| x\|y | 1.5 |'

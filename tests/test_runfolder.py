@@ -4,12 +4,10 @@ Each failure must name the file or the holder, say how to continue, and leave
 every file already in the folder as it was.
 """
 import gzip
-import io
 import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np

@@ -8,6 +8,7 @@ the resources each is given and the environment each process starts with.
 import json
 import os
 import sys
+import warnings
 
 import pytest
 
@@ -225,11 +226,19 @@ def test_a_driver_holding_a_gpu_is_warned_about(monkeypatch):
   with pytest.warns(UserWarning, match='XLA_PYTHON_CLIENT_PREALLOCATE=false '
                     'before importing wrn_trax.sweep'):
     warn()
+  # Preallocation off, or no GPU here: no warning at all (recorded with
+  # every filter set to 'always', so one would be caught and fail here).
   monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  warn()  # no warning (pytest's filterwarnings make none an error)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    warn()
+  assert [str(w.message) for w in caught] == []
   monkeypatch.setattr(jax, 'local_devices', lambda: [])
   monkeypatch.delenv('XLA_PYTHON_CLIENT_PREALLOCATE')
-  warn()
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    warn()
+  assert [str(w.message) for w in caught] == []
 
 
 def test_cli_gpus_per_member(tmp_path, monkeypatch, capsys, one_gpu_ray):

@@ -219,11 +219,12 @@ def main(argv=None):
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f'wrn-trax {args.command}: error: {e}', file=sys.stderr)
     sys.exit(2)
-  except KeyboardInterrupt:
-    again = (' (rerun the same command to resume)'
+  except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM while training
+    again = ('; rerun the same command to resume'
              if args.command in ('train', 'sweep') else '')
-    print(f'wrn-trax {args.command}: interrupted{again}', file=sys.stderr)
-    sys.exit(130)
+    what = str(e) or 'interrupted'  # train.Interrupted says where it stopped
+    print(f'wrn-trax {args.command}: {what}{again}', file=sys.stderr)
+    sys.exit(128 + getattr(e, 'signum', 2))
 
 
 def _warning_line(command, shown, message, category, filename, lineno,
@@ -290,16 +291,20 @@ def _dispatch(args):
         address=args.address, data_dir=args.data_dir,
         verbose=not args.quiet, gpus_per_member=args.gpus_per_member,
         gpus=args.gpus, max_retries=args.max_retries, **overrides)
-    print(report.format_table(report.summarize(frame)))
+    print(report.compact_table(report.summarize(frame)), end='')
+    print(f'full table: {os.path.join(args.root, "sweep.csv")}; '
+          f'plots and tables: wrn-trax report --root {args.root}')
     _report_failed_members(frame)
   elif args.command == 'report':
     from wrn_trax import report  # pylint: disable=g-import-not-at-top
     written = report.write_report(args.root, out=args.out)
-    print(report.format_table(report.summarize(report.load_runs(args.root))))
+    print(report.compact_table(report.summarize(report.load_runs(args.root))),
+          end='')
     if 'best_width_by_budget.md' in written:  # runs at several budgets
       print('\nBest width by budget:\n')
       print(open(written['best_width_by_budget.md']).read())
-    print(f'\nwrote {len(written)} files to {args.out}/')
+    print(f'wrote {len(written)} files to {args.out}/ (full table: '
+          f'{os.path.join(args.out, "summary.md")})')
 
 
 if __name__ == '__main__':

@@ -48,6 +48,8 @@ import urllib.parse
 
 import numpy as np
 
+from wrn_trax import runio
+
 
 
 DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn', 'svhn_extra', 'folder')
@@ -695,6 +697,7 @@ def _write_cache(paths, arrays):
       os.makedirs(os.path.dirname(path), exist_ok=True)
       fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.npz',
                                  dir=os.path.dirname(path))
+      os.fchmod(fd, runio.file_mode(path))  # the umask, not mkstemp's 0600
       with os.fdopen(fd, 'wb') as f:
         np.savez(f, **arrays)
       os.replace(tmp, path)

@@ -10,6 +10,8 @@ training split is known.
 """
 import copy
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 RECIPES = ('notebook', 'paper', 'smoke')
 
@@ -43,7 +45,7 @@ PRECISIONS = ('float32', 'bfloat16', 'float16', 'auto')
 _LOSS_SCALE_PERIOD = 2000
 
 
-def base():
+def base() -> dict[str, Any]:
   """Every recipe field, with the values the variants share."""
   return dict(
       optimizer='adam',        # 'adam', 'sgd' or 'sgd_nesterov' (optim.py).
@@ -77,7 +79,7 @@ def base():
   )
 
 
-def notebook():
+def notebook() -> dict[str, Any]:
   """The seed notebooks exactly (Kaggle, trax WideResnet k=1..4 on CIFAR-10)."""
   return dict(
       base(),
@@ -95,7 +97,7 @@ def notebook():
   )
 
 
-def paper(dataset='cifar10'):
+def paper(dataset: str = 'cifar10') -> dict[str, Any]:
   """Zagoruyko & Komodakis (2016), Sec. 3: SGD+Nesterov, lr 0.1, wd 5e-4."""
   r = dict(
       base(),
@@ -117,7 +119,7 @@ def paper(dataset='cifar10'):
   return r
 
 
-def smoke():
+def smoke() -> dict[str, Any]:
   """Minutes on a 2-core CPU on `digits`: the tests, CI and the README job."""
   return dict(
       base(),
@@ -135,10 +137,11 @@ def smoke():
 # Kept by its old name: code that called recipes.seed() still works.
 seed = notebook
 
-_BUILDERS = {'notebook': notebook, 'paper': paper, 'smoke': smoke}
+_BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
+    'notebook': notebook, 'paper': paper, 'smoke': smoke}
 
 
-def canonical(name):
+def canonical(name: str) -> str:
   """The recipe name `name` stands for ('seed' -> 'notebook'); checked."""
   name = ALIASES.get(name, name)
   if name not in _BUILDERS:
@@ -146,7 +149,7 @@ def canonical(name):
   return name
 
 
-def get(name, dataset='digits', **overrides):
+def get(name: str, dataset: str = 'digits', **overrides: Any) -> dict[str, Any]:
   """Returns the recipe `name` for `dataset` with `overrides` applied.
 
   Args:
@@ -280,7 +283,7 @@ def _check(r):
                      f'{r["loss_scale_period"]!r}')
 
 
-def resolve_steps(r, n_train):
+def resolve_steps(r: dict[str, Any], n_train: int) -> tuple[int, tuple[int, ...]]:
   """Turns epochs into steps for a training split of `n_train` images.
 
   Returns:

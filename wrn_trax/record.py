@@ -9,13 +9,17 @@ config.json   a flat JSON object: the run's identity (`IDENTITY_FIELDS`),
               (`RESOLVED_FIELDS`). `VOLATILE_FIELDS` may differ between two
               sessions of one run.
 summary.json  a `Summary`: written once a session ends, 'done' or
-              'diverged' by `train`, 'failed' by `write_failed_summary`
-              only.
+              'diverged' by `train`, 'interrupted' by `train` after SIGTERM
+              or Ctrl-C (a checkpoint was saved; rerunning resumes), 'failed'
+              by `write_failed_summary` only.
 """
 import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Any, Optional, Union
+
+# A folder or file name as the public functions take it.
+PathLike = Union[str, 'os.PathLike[str]']
 
 from wrn_trax import recipes
 from wrn_trax import runio
@@ -37,14 +41,14 @@ VOLATILE_FIELDS = ('versions', 'device', 'n_devices', 'data_dir', 'run_name',
                    'verbose', 'precision_used', 'precision_reason',
                    'bn_batch_per_device')
 
-STATUSES = ('done', 'diverged', 'failed', 'running')
+STATUSES = ('done', 'diverged', 'failed', 'interrupted', 'running')
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
   """summary.json. Errors are fractions (0.25 = 25 %), on the test split."""
   status: str                  # one of STATUSES ('running': a sweep's view)
-  reason: Optional[str] = None  # why it diverged or failed
+  reason: Optional[str] = None  # why it diverged, failed or stopped
   step: int = 0                # the last step trained
   steps: Optional[int] = None  # the steps the run was to train
   test_error: Optional[float] = None       # precise-BN statistics: headline
@@ -93,15 +97,15 @@ SUMMARY_TEXT_FIELDS = ('status', 'reason', 'test_bn', 'precision',
                        'peak_device_scope')
 
 
-def summary_path(workdir):
+def summary_path(workdir: PathLike) -> str:
   return os.path.join(workdir, 'summary.json')
 
 
-def config_path(workdir):
+def config_path(workdir: PathLike) -> str:
   return os.path.join(workdir, 'config.json')
 
 
-def read_summary(workdir):
+def read_summary(workdir: PathLike) -> Optional['Summary']:
   """The Summary of a run folder, or None if it has no summary.json.
 
   Raises runio.CorruptFileError naming the file if it is unreadable.
@@ -111,11 +115,12 @@ def read_summary(workdir):
   return None if d is None else Summary.from_dict(d, path)
 
 
-def write_summary(workdir, summary):
+def write_summary(workdir: PathLike, summary: 'Summary') -> None:
   runio.write_json(summary_path(workdir), summary.to_dict())
 
 
-def write_failed_summary(workdir, reason, *, keep_existing=False, **fields):
+def write_failed_summary(workdir: PathLike, reason: str, *, keep_existing: bool = False,
+                         **fields: Any) -> 'Summary':
   """The one place a 'failed' summary.json is written; returns it.
 
   With `keep_existing`, a 'failed' summary already in the folder (written
@@ -133,7 +138,7 @@ def write_failed_summary(workdir, reason, *, keep_existing=False, **fields):
   return summary
 
 
-def read_config(workdir):
+def read_config(workdir: PathLike) -> Optional[dict[str, Any]]:
   """config.json of a run folder as a dict, or None if there is none.
 
   Raises runio.CorruptFileError naming the file if it is not a JSON object.
@@ -146,7 +151,7 @@ def read_config(workdir):
   return d
 
 
-def upgrade_config(config):
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
   """A config.json of an older version in today's terms (a new dict).
 
   The recipe's old name becomes its name ('seed' -> 'notebook'), so old and
@@ -159,7 +164,7 @@ def upgrade_config(config):
   return config
 
 
-def check_same_run(old, new, workdir):
+def check_same_run(old: dict[str, Any], new: dict[str, Any], workdir: PathLike) -> None:
   """Raises ValueError naming the fields in which two configs differ.
 
   `old` is what `workdir/config.json` holds; anything but a JSON object

@@ -205,18 +205,46 @@ def _default(x):
   raise TypeError(f'not JSON serialisable: {type(x).__name__}')
 
 
+def _umask():
+  """The process's umask, read without changing it where Linux allows."""
+  try:
+    with open('/proc/self/status', encoding='ascii') as f:
+      for line in f:
+        if line.startswith('Umask:'):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe)
+  os.umask(mask)
+  return mask
+
+
+def file_mode(path):
+  """The mode a file written at `path` gets: that of the file it replaces,
+  else what `open()` would give a new one (0o666 less the umask: 0o644 under
+  the usual 022), so teammates and web servers can read a shared run root.
+  `tempfile.mkstemp` alone would give 0o600."""
+  try:
+    return os.stat(path).st_mode & 0o777
+  except OSError:
+    return 0o666 & ~_umask()
+
+
 def write_atomic(path, write):
   """Calls write(binary file) on a temp file beside `path`, then renames it.
 
   Readers never see a half-written file, and a failed write leaves the old
-  one in place. Returns `path` as a string.
+  one in place. The file gets the mode `file_mode(path)` says (the umask is
+  honoured, as for a file opened for writing). Returns `path` as a string.
   """
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
+  mode = file_mode(path)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path),
                              suffix='.tmp')
   try:
+    os.fchmod(fd, mode)
     with os.fdopen(fd, 'wb') as f:
       write(f)
       f.flush()

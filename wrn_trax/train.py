@@ -19,7 +19,9 @@ import io
 import os
 import platform
 import resource
+import signal
 import sys
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -421,8 +423,8 @@ class MetricsLog:
 
 class ChunkResult(NamedTuple):
   """What `train_in_chunks` did: how it ended and how fast it went."""
-  status: str         # 'done' or 'diverged'
-  reason: Any         # why it diverged (None when done)
+  status: str         # 'done', 'diverged' or 'interrupted'
+  reason: Any         # why it diverged or stopped (None when done)
   start_step: int     # the step the session started from (0, or resumed)
   step_times: list    # seconds per step of each timed chunk (not the first)
   seconds0: float     # the seconds logged before this session (resumes)
@@ -431,6 +433,63 @@ class ChunkResult(NamedTuple):
   def elapsed(self):
     """Seconds of the run until now, earlier sessions included."""
     return self.seconds0 + time.time() - self.t_start
+
+
+class Interrupted(KeyboardInterrupt):
+  """A run stopped by SIGTERM or Ctrl-C after its final checkpoint was saved.
+
+  A KeyboardInterrupt, so whatever stops on Ctrl-C stops on it too; its
+  message says where the run stopped and how to resume.
+  """
+
+  def __init__(self, message, signum):
+    super().__init__(message)
+    self.signum = signum
+
+
+class _StopRequested(Exception):
+  """Raised before a training step runs, once a stop was asked for."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals(loop):
+  """SIGTERM and Ctrl-C (SIGINT) end training at the next step boundary.
+
+  The first signal sets a flag; the step that would run next raises
+  `_StopRequested` instead, undoing the step count trax's `Loop.run` made
+  for it, so the loop's step, weights and slots agree and can be saved. A
+  second signal interrupts at once, as Ctrl-C did before. Handlers are
+  installed only in the main thread (Python allows no other) and restored
+  on exit. Yields a dict whose 'signum' is the signal received, or None.
+  """
+  asked = {'signum': None}
+  if threading.current_thread() is not threading.main_thread():
+    yield asked
+    return
+
+  def handler(signum, frame):
+    del frame
+    if asked['signum'] is not None:
+      raise KeyboardInterrupt
+    asked['signum'] = signum
+
+  run_one_step = loop._run_one_step  # pylint: disable=protected-access
+
+  def checked_step(*args, **kwargs):
+    if asked['signum'] is not None:
+      loop._step -= 1  # pylint: disable=protected-access
+      raise _StopRequested
+    return run_one_step(*args, **kwargs)
+
+  previous = {s: signal.signal(s, handler)
+              for s in (signal.SIGTERM, signal.SIGINT)}
+  loop._run_one_step = checked_step  # pylint: disable=protected-access
+  try:
+    yield asked
+  finally:
+    del loop._run_one_step  # pylint: disable=protected-access
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def train_in_chunks(built, config, workdir, log, *, out=None,
@@ -456,22 +515,36 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
   t_start = time.time()
   bar = _progress(steps, start_step, c['run_name'], verbose)
   status, reason = 'done', None
-  try:
+  with contextlib.ExitStack() as stack:
+    stack.callback(bar.close)
+    asked = stack.enter_context(_stop_on_signals(loop))
     while loop.step < steps:
       if loop.step == start_step:
         n = 1  # compiles; timed apart from the steady state
       else:  # up to the next eval, checkpoint or 100-step mark
         n = min(min(p - loop.step % p for p in periods), steps - loop.step)
-      t0 = time.time()
+      t0, before = time.time(), loop.step
       with contextlib.redirect_stdout(out):
-        loop.run(n)
+        try:
+          loop.run(n)
+        except _StopRequested:
+          pass
+      n = loop.step - before
       dt = time.time() - t0
-      if loop.step - n > start_step:
+      if n and loop.step - n > start_step:
         step_times.append(dt / n)
       bar.update(n)
       new_rows = log.rows_from_history(
           loop, seconds0 + time.time() - t_start, step_times)
       log.append(new_rows)
+      if asked['signum'] is not None:  # SIGTERM or Ctrl-C: save, then stop
+        precision_lib.save_loss_scale(workdir, loop)
+        with contextlib.redirect_stdout(out):
+          loop.save_checkpoint('model')
+        status = 'interrupted'
+        reason = (f'{signal.Signals(asked["signum"]).name} at step '
+                  f'{loop.step}; a checkpoint was saved there')
+        break
       if loop.step % c['checkpoint_every'] == 0 or loop.step == steps:
         precision_lib.save_loss_scale(workdir, loop)  # before trax's
         with contextlib.redirect_stdout(out):
@@ -488,8 +561,6 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
                   f'{loop.step} (lr {built.schedule(loop.step):g}); lower lr '
                   "or use precision='float32'")
         break
-  finally:
-    bar.close()
   return ChunkResult(status, reason, start_step, step_times, seconds0,
                      t_start)
 
@@ -563,6 +634,14 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
     done = train_in_chunks(built, c, workdir, log, out=out, verbose=verbose)
     loop = built.loop
     test = running = None
+    if done.status == 'interrupted':  # SIGTERM or Ctrl-C: checkpoint saved
+      record.write_summary(workdir, make_summary(
+          c, log, done.status, done.reason, step=loop.step,
+          step_times=done.step_times, wall=done.elapsed(), loop=loop))
+      signame = done.reason.split(' ', 1)[0]
+      raise Interrupted(
+          f'interrupted by {signame} at step {loop.step} of {c["steps"]} '
+          f'(checkpoint saved in {workdir})', signal.Signals[signame])
     if done.status == 'done':
       test, running = final_eval(built, c, ds)
       log.append([test_row(loop.step, test, running, done.elapsed())])
@@ -645,7 +724,8 @@ def precise_bn_state(train_model, weights, state, batches, n_batches, seed=0):
     train_model: a model built with mode='train' that nothing else uses (its
       BatchNorm layers are set to momentum 0 here, so their state output is the
       batch's own statistics).
-    weights, state: the model's trained weights and state (not changed).
+    weights: the model's trained weights (not changed).
+    state: the model's state (not changed).
     batches: an iterator of (images, labels, weights), e.g. `train_batches`
       with the recipe's preprocessing.
     n_batches: how many batches to average over (> 0).

@@ -10,7 +10,8 @@ plots on an `ax`), plus the report writer:
 * `report.analysis`: `summarize(runs)` (median/mean/std of the test error over
   seeds, the paper's figure beside ours), `differing_columns(runs)` (what a
   legend has to name), `curve_stats` (per-step median/min/max over seeds),
-  `format_table(summary)` and `markdown_table(frame)`.
+  `format_table(summary)`, `compact_table(summary)` (the short table the
+  command line prints) and `markdown_table(frame)`.
 * `report.plots`: `plot_curves`, `plot_error_vs_k`, `plot_error_vs_params`
   and `plot_throughput_vs_k` take frames and an optional matplotlib `ax` and
   return the Figure (no pyplot, no display needed).
@@ -31,8 +32,9 @@ trax, jax or TensorFlow, and matplotlib only when a plot is drawn. The
 paper's CIFAR figures come from `wrn_trax.models.paper_networks()`, imported
 lazily by `summarize` only when no `paper` frame is passed.
 """
-from wrn_trax.report.analysis import (PAPER_UNITS, curve_keys, curve_stats,
-                                      differing_columns, format_table,
+from wrn_trax.report.analysis import (PAPER_UNITS, compact_table, curve_keys,
+                                      curve_stats, differing_columns,
+                                      format_table,
                                       markdown_table, summarize)
 from wrn_trax.report.budget import (budget_markdown, budget_table,
                                     has_budgets, lower_envelope)
@@ -47,7 +49,7 @@ __all__ = (
     'CONFIG_KEYS', 'SUMMARY_FIELDS', 'PAPER_UNITS',
     'load_runs', 'load_curves', 'read_summary', 'run_row', 'runs_frame',
     'summarize', 'differing_columns', 'curve_keys', 'curve_stats',
-    'format_table', 'markdown_table',
+    'format_table', 'compact_table', 'markdown_table',
     'plot_curves', 'plot_error_vs_k', 'plot_error_vs_params',
     'plot_throughput_vs_k',
     'has_budgets', 'budget_table', 'budget_markdown', 'lower_envelope',

@@ -13,10 +13,13 @@ by `summarize` only when no `paper` frame is passed.
 import json
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
+from wrn_trax import record
 from wrn_trax.report.io import (CONFIG_KEYS, SUMMARY_FIELDS, _BOOKKEEPING,
                                 _DERIVED, _NUMERIC_SUMMARY)
 
@@ -39,10 +42,17 @@ _TABLE_STATS = ('error_pct_median', 'error_pct_mean', 'error_pct_std',
 
 
 def _config_columns(runs):
-  """Columns of `runs` that came from config.json (not bookkeeping)."""
+  """Columns of `runs` that came from config.json and say what the run is.
+
+  Bookkeeping (run_name, versions.*) and the run record's volatile fields
+  (`record.VOLATILE_FIELDS`: device, data_dir, precision_used, ...), which
+  may differ between two sessions of one run, are left out: seeds run on two
+  machines, or with the data in two places, are one configuration.
+  """
   return [c for c in runs.columns
           if c not in SUMMARY_FIELDS and c not in _DERIVED
-          and c.split('.')[0] not in _BOOKKEEPING]
+          and c.split('.')[0] not in _BOOKKEEPING
+          and c.split('.')[0] not in record.VOLATILE_FIELDS]
 
 
 def differing_columns(runs, columns=None):
@@ -173,7 +183,8 @@ def _first(series):
   return series.iloc[0] if len(series) else np.nan
 
 
-def summarize(runs, by=None, paper=None, paper_unit='percent'):
+def summarize(runs: pd.DataFrame, by: Optional[Sequence[str]] = None,
+              paper: Any = None, paper_unit: str = 'percent') -> pd.DataFrame:
   """The comparison table: one row per configuration, statistics over seeds.
 
   Args:
@@ -236,7 +247,8 @@ def summarize(runs, by=None, paper=None, paper_unit='percent'):
         'n_done': int((status == 'done').sum()),
         'n_diverged': int((status == 'diverged').sum()),
         'n_failed': int((status == 'failed').sum()),
-        'n_incomplete': int(status.isin(['incomplete', 'running']).sum()),
+        'n_incomplete': int(status.isin(['incomplete', 'running',
+                                         'interrupted']).sum()),
         'params_M': _first(group['params']) / 1e6,
         'flops_G': _first(group['flops']) / 1e9,
         'images_per_s': done['images_per_s'].median(),
@@ -271,8 +283,9 @@ def curve_keys(runs, per_run=False):
   """Columns whose values make one curve: ['run'], or the config but seed.
 
   A configuration is every config.json column (plus the CONFIG_KEYS, e.g.
-  `steps`) except the seed, the run name and versions.*: runs that agree on
-  all of them are seeds of one configuration.
+  `steps`) except the seed, the run name, versions.* and the volatile
+  fields (device, data_dir, ...): runs that agree on all of them are seeds
+  of one configuration.
   """
   if per_run:
     return ['run']
@@ -338,7 +351,8 @@ def _format_cell(value, fmt):
   return str(value).replace('|', r'\|').replace('\n', ' ')
 
 
-def markdown_table(frame, formats=None):
+def markdown_table(frame: pd.DataFrame,
+                   formats: Optional[dict[str, str]] = None) -> str:
   """GitHub markdown table of `frame` (no index); numbers right-aligned."""
   formats = {**_FORMATS, **(formats or {})}
   header = [str(c) for c in frame.columns]
@@ -366,7 +380,8 @@ def _table_columns(summary):
   return keys + [c for c in _TABLE_STATS if c in summary.columns]
 
 
-def format_table(summary, columns=None):
+def format_table(summary: pd.DataFrame,
+                 columns: Optional[Sequence[str]] = None) -> str:
   """Markdown table of `summarize`'s frame (what `wrn-trax report` prints).
 
   Args:
@@ -380,3 +395,88 @@ def format_table(summary, columns=None):
   """
   columns = list(columns) if columns is not None else _table_columns(summary)
   return markdown_table(summary[columns])
+
+
+# What a person reads in a terminal: `compact_table` fits this many columns.
+COMPACT_WIDTH = 100
+# Configuration columns the model's name already says (family, depth, width,
+# block); the others are named beside the model only where they vary.
+_NAMED_BY_MODEL = ('family', 'model', 'depth', 'widen_factor', 'block')
+
+
+def _compact_label(row, varying):
+  extra = [f'{k}={_format_cell(row[k], _FORMATS.get(k))}' for k in varying]
+  model = str(row['model']) if 'model' in row.index else ''
+  return ' '.join([model] + extra).strip() or '-'
+
+
+def _error_with_spread(row):
+  median = row.get('error_pct_median')
+  if median is None or (isinstance(median, float) and math.isnan(median)):
+    return ''
+  low, high = row.get('error_pct_min'), row.get('error_pct_max')
+  if (low is None or high is None or math.isnan(low) or math.isnan(high)
+      or low == high):
+    return f'{median:.2f}'
+  return f'{median:.2f} ({low:.2f}-{high:.2f})'
+
+
+def compact_table(summary: pd.DataFrame, width: int = COMPACT_WIDTH) -> str:
+  """The short table `wrn-trax sweep` and `wrn-trax report` print.
+
+  One row per configuration: the model (with any other configuration field
+  that differs between rows, e.g. `dropout=0.3`), parameters in millions,
+  the test error in percent as the median over seeds with the lowest and
+  highest seed in brackets, the runs done out of all, the error with trax's
+  running BatchNorm averages, images/s and wall minutes (medians over done
+  runs). The full table (`format_table`) stays in the report's files.
+
+  Args:
+    summary: frame from `summarize`.
+    width: the most characters a line may have; the model column is cut
+      (ending in '~') to make the table fit.
+
+  Returns:
+    The table as plain text, columns separated by two spaces, every line at
+    most `width` characters.
+  """
+  config = [c for c in CONFIG_KEYS if c in summary.columns
+            and c not in _NAMED_BY_MODEL]
+  varying = [c for c in config
+             if summary[c].astype(str).nunique(dropna=False) > 1]
+
+  def number(row, column, fmt):
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+      return ''
+    return format(float(value), fmt)
+
+  header = ['model', 'params M', 'error % (min-max)', 'runs', 'run-BN err %',
+            'img/s', 'wall min']
+  body = []
+  for _, row in summary.iterrows():
+    n_all = sum(int(row.get(c, 0) or 0) for c in
+                ('n_done', 'n_diverged', 'n_failed', 'n_incomplete'))
+    body.append([
+        _compact_label(row, varying),
+        number(row, 'params_M', '.3f'),
+        _error_with_spread(row),
+        f'{int(row.get("n_done", 0) or 0)}/{n_all}',
+        number(row, 'running_bn_error_pct', '.2f'),
+        number(row, 'images_per_s', '.0f'),
+        number(row, 'wall_minutes', '.1f'),
+    ])
+  widths = [max([len(h)] + [len(r[j]) for r in body])
+            for j, h in enumerate(header)]
+  room = width - (sum(widths[1:]) + 2 * (len(widths) - 1))
+  if widths[0] > room:
+    widths[0] = max(room, 8)
+    for r in body:
+      if len(r[0]) > widths[0]:
+        r[0] = r[0][:widths[0] - 1] + '~'
+
+  def line(cells):
+    return '  '.join(c.ljust(w) if j == 0 else c.rjust(w)
+                     for j, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+  return '\n'.join([line(header)] + [line(r) for r in body]) + '\n'

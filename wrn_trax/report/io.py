@@ -14,6 +14,7 @@ and `test_error_running_bn` and metrics.jsonl's `accuracy` are fractions in
 Imports pandas, numpy, `wrn_trax.runio` and `wrn_trax.record` only: no trax,
 jax, TensorFlow or matplotlib.
 """
+import os
 import pathlib
 import warnings
 
@@ -110,7 +111,7 @@ def _fraction_to_pct(values, what, names=None):
   return 100.0 * values
 
 
-def load_runs(root):
+def load_runs(root: 'str | os.PathLike[str]') -> pd.DataFrame:
   """One row per run folder under `root`: config + summary columns.
 
   Args:
@@ -205,7 +206,7 @@ def runs_frame(rows, sort=True):
   return runs[first + rest].reset_index(drop=True)
 
 
-def load_curves(root):
+def load_curves(root: 'str | os.PathLike[str]') -> pd.DataFrame:
   """Every logged metric of every run under `root`, in long form.
 
   Args:

@@ -1,8 +1,9 @@
 """Writing a report folder: tables, plots and a README (`write_report`)."""
 import os
 import pathlib
-import tempfile
+from typing import Any
 
+from wrn_trax import runio
 from wrn_trax.report.analysis import (_FORMATS, _format_cell, format_table,
                                       markdown_table, summarize)
 from wrn_trax.report.budget import budget_markdown, budget_table, has_budgets
@@ -16,20 +17,9 @@ def _atomic_write(path, write):
   """Calls write(file_object) on a temp file beside `path`, then renames.
 
   Readers never see a half-written file, and a failed write leaves the old
-  one in place.
+  one in place; the umask is honoured (`runio.write_atomic`).
   """
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                             suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return str(path)
+  return runio.write_atomic(path, write)
 
 
 def _write_text(path, text):
@@ -68,7 +58,9 @@ def _has_lines(fig):
   return any(ax.lines or ax.containers for ax in fig.axes)
 
 
-def write_report(root, out='results/', paper=None):
+def write_report(root: 'str | os.PathLike[str]',
+                 out: 'str | os.PathLike[str]' = 'results/',
+                 paper: Any = None) -> dict[str, str]:
   """Reads the runs under `root` and writes tables, plots and a README.
 
   Args:
