@@ -226,7 +226,7 @@ def test_budget_table_from_real_digits_runs(tmp_path):
     assert (row['error_pct_min'], row['error_pct_max']) == pytest.approx(
         (low, high))
     assert row['epochs'] == pytest.approx(row['steps'] * 32 / 1437)
-  for steps, at in table.groupby('steps'):
+  for steps, at in table.groupby('steps'):  # noqa: B007
     assert at['best'].sum() == 1
     best = at[at['best']].iloc[0]
     assert best['error_pct_median'] == at['error_pct_median'].min()

@@ -5,7 +5,6 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -158,7 +157,7 @@ def test_trains_checkpoints_and_resumes_without_tensorflow(
                'model.opt_slots0.npy.gz', 'config.json', 'metrics.jsonl'):
     assert os.path.exists(os.path.join(workdir, name)), name
   try:
-    import tensorboard  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorboard  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
     # The Loop's summaries, through TensorBoard's writer.
     assert os.listdir(os.path.join(workdir, 'train'))
   except ImportError:
