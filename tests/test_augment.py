@@ -247,7 +247,8 @@ def _loop_of(ds, **overrides):
   steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
   c.update(steps=steps, lr_milestone_steps=list(milestones), n_devices=1,
            n_classes=ds.n_classes, image_shape=list(ds.image_shape),
-           precision_used=c.get('precision', 'float32'))
+           precision_used=('float32' if c['precision'] == 'auto'
+                           else c['precision']))
   built = train_lib.build_loop(c, ds, tempfile.mkdtemp(prefix='wrn_aug_'))
   return c, built
 
