@@ -214,10 +214,13 @@ def test_importing_every_module_and_planning_a_sweep_start_no_backend(
 # ------------------------------------ the self-tests of the speed patches
 
 
-def test_the_patch_report_of_this_stack(fake_versions):
+def test_the_patch_report_of_this_stack(fake_versions, monkeypatch):
   """On a listed jax no self-test runs; the report says why each patch is
   in, and is JSON (train puts it in config.json, under versions)."""
-  fake_versions(*_compat.versions())  # a fresh guard; no self-test forced
+  fake_versions(*_compat.versions())  # no self-test forced
+  # A fresh guard: a Loop built earlier in this process (another test) has
+  # decided the per-Loop patches already.
+  monkeypatch.setattr(_compat, '_DECISIONS', {})
   report = _compat.patch_report(run_self_tests=True)
   assert list(report) == [p.name for p in _compat.PATCHES]
   assert json.loads(json.dumps(report)) == report
