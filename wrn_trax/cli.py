@@ -14,6 +14,8 @@ import os
 import sys
 import warnings
 
+from wrn_trax import devices as devices_lib
+
 _EPILOG = {
     'models': 'example: wrn-trax models --name WRN-28-10 --name stock-WRN-22-1',
     'data': 'example: wrn-trax data --dataset cifar10 --data-dir /kaggle/input/cifar10',
@@ -216,7 +218,8 @@ def main(argv=None):
       warnings.showwarning = functools.partial(_warning_line, args.command,
                                                set())
       _dispatch(args)
-  except (ValueError, FileNotFoundError, ImportError) as e:
+  except (ValueError, FileNotFoundError, ImportError,
+          devices_lib.DriverHoldsGpuError) as e:
     print(f'wrn-trax {args.command}: error: {e}', file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM while training

@@ -155,3 +155,140 @@ def enable_compilation_cache(root):
     return None
   jax.config.update('jax_compilation_cache_dir', path)
   return path
+
+
+# ------------------------------------------ the sweep driver's GPU memory
+
+
+class DriverHoldsGpuError(RuntimeError):
+  """The sweep's own process holds GPU memory its member processes need."""
+
+
+# jax's default XLA_PYTHON_CLIENT_MEM_FRACTION: what a process preallocates.
+JAX_DEFAULT_FRACTION = 0.75
+_GIB = 2.0**30
+
+
+def _env_fraction(environ):
+  try:
+    return float(environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION',
+                             JAX_DEFAULT_FRACTION))
+  except ValueError:
+    return JAX_DEFAULT_FRACTION
+
+
+def _preallocates(environ):
+  return environ.get('XLA_PYTHON_CLIENT_PREALLOCATE', '').strip().lower() not in (
+      'false', '0', 'no', 'off')
+
+
+def _jax_backends_initialized():
+  """Whether this process's jax has set up a backend (False: no jax yet)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  if 'jax' not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):  # a jax without it: ask no further
+    return True
+
+
+def held_gpu_memory(local_devices=None, backends_initialized=None,
+                    environ=None):
+  """The GPU memory this process's jax holds, per GPU it sees.
+
+  Reads nothing from a device unless jax has already set up its backend
+  here (asking would set it up, and preallocate). Memory comes from each
+  device's `memory_stats()`: the allocator's pool (all of `bytes_limit`
+  where jax preallocates) or what is in use, whichever is more.
+
+  Args:
+    local_devices: jax's devices of this process (default
+      `jax.local_devices()`, asked only where a backend is up); fakes with
+      `platform` and `memory_stats()` in tests.
+    backends_initialized: whether jax has a backend here (default: asks
+      `jax._src.xla_bridge`).
+    environ: the environment (default os.environ).
+
+  Returns:
+    A list with one dict per GPU, in jax's order: `index` (its position
+    among this process's GPUs), `held` and `total` in bytes (`total` None
+    where the stats do not give it).
+  """
+  env = os.environ if environ is None else environ
+  if backends_initialized is None:
+    backends_initialized = _jax_backends_initialized()
+  if not backends_initialized:
+    return []
+  if local_devices is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    local_devices = jax.local_devices()
+  out = []
+  gpus = [d for d in local_devices
+          if getattr(d, 'platform', 'cpu') not in ('cpu', 'tpu')]
+  for index, device in enumerate(gpus):
+    try:
+      stats = device.memory_stats() or {}
+    except Exception:  # pylint: disable=broad-except
+      stats = {}
+    limit = stats.get('bytes_limit')
+    held = max(stats.get('pool_bytes', 0), stats.get('bytes_reserved', 0),
+               stats.get('bytes_in_use', 0))
+    if _preallocates(env) and limit:
+      held = max(held, limit)
+    total = limit / _env_fraction(env) if limit else None
+    if not stats and _preallocates(env):
+      held = None  # unknown, and most likely 75% of it
+    out.append(dict(index=index, held=held, total=total))
+  return out
+
+
+def check_driver_gpu_memory(member_fractions, held=None, environ=None):
+  """Refuses a sweep whose own process holds GPU memory its members need.
+
+  A local sweep with GPUs, and a Ray sweep on this machine, train their
+  members in other processes, each of which preallocates its share of its
+  GPU (jax's 75%, or the cap of `sweep.member_env_vars`). Memory this
+  process already holds there (something in it ran on the GPU: a model
+  built in an earlier notebook cell, jax.devices() with preallocation on)
+  would leave them too little: they would fail with out-of-memory errors
+  after their imports. This says so before anything starts.
+
+  Args:
+    member_fractions: {GPU position: the fraction of that GPU's memory the
+      members placed on it at once preallocate}; positions are those of
+      this process's GPUs (CUDA_VISIBLE_DEVICES order).
+    held: `held_gpu_memory()`'s list (default: asks it).
+    environ: the environment (default os.environ).
+
+  Raises:
+    DriverHoldsGpuError: naming the GPU, what is held and the fixes.
+  """
+  env = os.environ if environ is None else environ
+  held = held_gpu_memory(environ=env) if held is None else held
+  for gpu in held:
+    need = member_fractions.get(gpu['index'])
+    if not need:
+      continue
+    if gpu['held'] is None or gpu['total'] is None:
+      what = 'memory (preallocated by jax, amount unknown)'
+      too_much = gpu['held'] is None or gpu['held'] > 0
+    else:
+      share = gpu['held'] / gpu['total']
+      what = (f'{gpu["held"] / _GIB:.1f} GiB ({share:.0%}) of its '
+              f'{gpu["total"] / _GIB:.1f} GiB')
+      too_much = share > max(0.0, 1.0 - need)
+    if too_much:
+      raise DriverHoldsGpuError(
+          f'this Python process (the sweep driver) holds GPU '
+          f'{gpu["index"]}\'s {what}, which the member processes it would '
+          f'start there need ({need:.0%} of it): they would run out of '
+          'memory. Something in this process ran jax on the GPU before '
+          'the sweep (a model or array in an earlier notebook cell). Fix: '
+          'restart the runtime/kernel and call wrn_trax.sweep before '
+          'anything else touches the GPU; or set '
+          'XLA_PYTHON_CLIENT_PREALLOCATE=false before jax is first used '
+          '(notebook: %env XLA_PYTHON_CLIENT_PREALLOCATE=false in the '
+          'first cell); or pass gpus=[] to train the members one after '
+          'another in this process.')

@@ -156,6 +156,11 @@ def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
     slots = local_slots(gpus_per_member, gpus)
   members = plan(widen_factors, depths, blocks, dropouts, seeds, family,
                  dataset, recipe, steps, root, data_dir, **overrides)
+  if slots:
+    devices_lib.check_driver_gpu_memory(slot_fractions(slots))
+  elif executor == 'ray' and address in (None, 'auto', 'local'):
+    devices_lib.check_driver_gpu_memory(
+        _ray_local_fractions(gpus_per_member))
   os.makedirs(root, exist_ok=True)
   monitor = live_lib.start(members, live if verbose else False)
   try:
@@ -401,6 +406,55 @@ def _run_local_processes(members, verbose, slots, root):
     for future in [pool.submit(job, i) for i in range(len(members))]:
       future.result()
   return summaries
+
+
+def _gpu_position(gpu_id, environ=None):
+  """Where GPU `gpu_id` (a child's CUDA_VISIBLE_DEVICES entry) sits among
+  this process's GPUs, or None where this process does not see it."""
+  env = os.environ if environ is None else environ
+  visible = env.get('CUDA_VISIBLE_DEVICES')
+  if visible is None:
+    return int(gpu_id) if str(gpu_id).isdigit() else None
+  ids = devices_lib.local_gpus({'CUDA_VISIBLE_DEVICES': visible})
+  return ids.index(str(gpu_id)) if str(gpu_id) in ids else None
+
+
+def _slot_fraction(slot, environ=None):
+  env = os.environ if environ is None else environ
+  value = slot.get('XLA_PYTHON_CLIENT_MEM_FRACTION',
+                   env.get('XLA_PYTHON_CLIENT_MEM_FRACTION'))
+  try:
+    return float(value) if value else devices_lib.JAX_DEFAULT_FRACTION
+  except ValueError:
+    return devices_lib.JAX_DEFAULT_FRACTION
+
+
+def slot_fractions(slots, environ=None):
+  """{this process's GPU position: the memory fraction members take there}.
+
+  The members of `local_slots` on one GPU run at once, so their shares add
+  up (four of 0.225); `devices.check_driver_gpu_memory` reads this.
+  """
+  out = {}
+  for slot in slots:
+    share = _slot_fraction(slot, environ)
+    for gpu in slot['CUDA_VISIBLE_DEVICES'].split(','):
+      position = _gpu_position(gpu.strip(), environ)
+      if position is not None:
+        out[position] = out.get(position, 0.0) + share
+  return out
+
+
+def _ray_local_fractions(gpus_per_member, environ=None):
+  """`slot_fractions` for Ray members on this machine: every GPU it sees."""
+  n = len(devices_lib.local_gpus(environ))
+  if gpus_per_member is not None and gpus_per_member < 1:
+    per_gpu = max(1, int(round(1 / gpus_per_member)))
+    share = per_gpu * float(
+        member_env_vars(gpus_per_member)['XLA_PYTHON_CLIENT_MEM_FRACTION'])
+  else:
+    share = _slot_fraction({}, environ)
+  return {i: share for i in range(n)}
 
 
 def member_env_vars(gpus_per_member):
