@@ -48,7 +48,7 @@ def test_every_patch_has_a_row_and_this_stack_is_verified():
   names = [p.name for p in _compat.PATCHES]
   assert names == ['shallow_inspect_stack', 'device_put_replicated',
                    'tree_unflatten', 'slots_on_device', 'checkpoint_readers',
-                   'light_one_step']
+                   'loop_device_count', 'light_one_step']
   for patch in _compat.PATCHES:
     assert (patch.trax, patch.jax_min, patch.jax_max) == ('1.4.1', '0.5.3',
                                                           '0.12.0')
@@ -663,3 +663,19 @@ def test_trax_shape_assertions_work_after_our_import():
   assert path.endswith(os.path.join('trax', 'layers', 'activation_fns.py'))
   source = open(path).read().splitlines()
   assert '@assert_shape' in source[int(line) - 1] + source[int(line)]
+
+
+def test_loop_device_count_answers_n_devices_while_a_loop_is_built(
+    monkeypatch):
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  two = lambda: 2
+  monkeypatch.setattr(fastmath, 'local_device_count', two)
+  with _compat.loop_device_count(1):
+    assert fastmath.local_device_count() == 1
+  assert fastmath.local_device_count is two
+  with pytest.raises(RuntimeError, match='boom'):
+    with _compat.loop_device_count(1):
+      raise RuntimeError('boom')
+  assert fastmath.local_device_count is two  # restored after an error too
+  with _compat.loop_device_count(2):  # all of them: nothing to change
+    assert fastmath.local_device_count is two

@@ -45,6 +45,9 @@ Per-Loop patches (`train.ready_loop` calls them on each Loop it builds):
   are (one GPU: on the CPU), and jax 0.10's pmap refuses them.
 - `checkpoint_readers`: trax's checkpoint readers swapped for the
   restricted ones of `runio` while a Loop is built (and reads a checkpoint).
+- `loop_device_count`: while a Loop is built on fewer devices than jax
+  sees (one GPU of two), trax's `fastmath.local_device_count` answers that
+  number, so trax's "n_devices != all devices" check lets it through.
 - `light_one_step` (`lighten_steps`, `install_one_step`): trax's
   single-device `Trainer.one_step` replaced by `_one_step_one_device`, with a
   compiled update that donates the weight and slot buffers.
@@ -108,6 +111,10 @@ PATCHES = (
           "pickle of unknown origin runs code (runio's restricted readers "
           'go in while a Loop is built)', TRAX_VERIFIED, *JAX_VERIFIED,
           'warn'),
+    Patch('loop_device_count',
+          "trax's Loop refuses fewer devices than jax sees: a one-device "
+          'run on a machine with several GPUs could not be built',
+          TRAX_VERIFIED, *JAX_VERIFIED, 'warn'),
     Patch('light_one_step',
           "trax's single-device one_step, with less host work and a donating "
           'update (bitwise the same training on jax >= 0.7.2, within 1e-6 '
@@ -542,6 +549,35 @@ def spread_optimizer_state(loop):
     model.weights = jax.tree_util.tree_map(put, model.weights)
     model.state = jax.tree_util.tree_map(put, model.state)
   _record('slots_on_device')
+
+
+# ------------------------------------------------------ loop_device_count
+
+
+@contextlib.contextmanager
+def loop_device_count(n_devices):
+  """trax's Loop, while built, counts `n_devices` local devices.
+
+  The `loop_device_count` patch. trax 1.4.1's `init_host_and_devices`
+  refuses a Loop on fewer devices than jax sees ("JAX cannot work yet with
+  n_devices != all devices"), though its single-device trainer (jit on the
+  default device) needs nothing else: a one-device run on a machine with
+  several GPUs is built with trax's device count set to `n_devices`, which
+  only that check and the defaults of `n_devices=None` read. Restored
+  after the body, also when it raises; nothing changes where `n_devices`
+  is at least what jax sees.
+  """
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  count = fastmath.local_device_count
+  if n_devices >= count() or not allowed('loop_device_count'):
+    yield
+    return
+  fastmath.local_device_count = lambda: n_devices
+  _record('loop_device_count')
+  try:
+    yield
+  finally:
+    fastmath.local_device_count = count
 
 
 # ------------------------------------------------- checkpoint_readers

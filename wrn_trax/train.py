@@ -312,7 +312,7 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
   every = c['eval_every']
   steps = c['steps']
   with contextlib.redirect_stdout(out or io.StringIO()), \
-      runio.restricted_checkpoints(), _trax_counts_devices(n_devices):
+      runio.restricted_checkpoints(), _compat.loop_device_count(n_devices):
     loop = training.Loop(
         model, [task], eval_model=loop_eval_model, eval_tasks=[eval_task],
         output_dir=workdir,
@@ -329,29 +329,6 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
         loop, c['loss_scale_period'],
         precision_lib.load_loss_scale(workdir, loop.step))
   return BuiltLoop(loop, eval_model, bn_model, schedule)
-
-
-@contextlib.contextmanager
-def _trax_counts_devices(n_devices):
-  """trax's Loop, while built, counts `n_devices` local devices.
-
-  trax 1.4.1's `init_host_and_devices` refuses a Loop on fewer devices than
-  jax sees ("JAX cannot work yet with n_devices != all devices"), though
-  its single-device trainer (jit on the default device) needs nothing else:
-  a one-device run on a machine with several GPUs is built with trax's
-  device count set to 1, which only that check and the defaults of
-  `n_devices=None` read.
-  """
-  from trax import fastmath  # pylint: disable=g-import-not-at-top
-  count = fastmath.local_device_count
-  if n_devices >= count():
-    yield
-    return
-  fastmath.local_device_count = lambda: n_devices
-  try:
-    yield
-  finally:
-    fastmath.local_device_count = count
 
 
 class MetricsLog:
