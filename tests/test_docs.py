@@ -39,6 +39,7 @@ COMMAND_WORDS = (
   'for',
   'done',
   'mkdocs',
+  'bash',
 )
 
 # Commands not run here, each with the file that runs it (a regex on the
@@ -76,13 +77,28 @@ ELSEWHERE = [
     'tests/test_package.py',
     'def test_cli_train_sweep_then_report',
   ),
-  # Installing from git or building a wheel: the notebooks' install cell
-  # test builds the wheel with `pip wheel --no-deps` and installs it.
-  (r'^pip install "wrn_trax\[ray\] @ git\+', 'tests/test_notebooks.py', 'wheel'),
+  # Installing on Colab/Kaggle: `pip install -e .` without constraints over
+  # the image's packages, as .ci/build_stack.sh does (and then checks that
+  # it changed none of jax, jaxlib, TensorFlow, numpy, ...).
+  (
+    r'^pip install -e \.$',
+    '.ci/build_stack.sh',
+    'check_stack_unchanged.py check',
+  ),
+  # Building a wheel: the notebooks' install cell test builds the wheel
+  # with `pip wheel --no-deps` and installs it.
   (r'^python -m (pip wheel|build) ', 'tests/test_notebooks.py', 'wheel'),
   # Unpacking the CIFAR-10 JPEG copy (a data step for the bench scripts).
   (r'^mkdir -p /tmp/cifar10-jpeg$', 'bench/gpu_check.py', 'cifar10-jpeg'),
   (r'^tar -xzf \.\./shared/data/cifar10-jpeg\.tar\.gz', 'bench/gpu_check.py', 'tar'),
+  # The GPU check: .ci/run runs the rehearsal, which runs prepare.sh and
+  # run.sh as they run on the GPU machine.
+  (r'^bash bench/device/rehearse\.sh OUTDIR$', '.ci/run', 'bash bench/device/rehearse.sh'),
+  (
+    r'^bash bench/device/prepare\.sh$',
+    'bench/device/rehearse.sh',
+    'bash bench/device/prepare.sh',
+  ),
   (
     r'^export XLA_PYTHON_CLIENT_PREALLOCATE=false$',
     'wrn_trax/cli.py',
@@ -235,14 +251,9 @@ def test_cli_flags_in_the_text_exist(page, span):
 
 
 @pytest.mark.parametrize('argv', CHEAP, ids=' '.join)
-def test_cheap_commands_run(argv, capsys):
-  try:
-    cli.main(argv)
-    code = 0
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr().out
-  assert code == 0
+def test_cheap_commands_run(argv, run_cli):
+  code, out, err = run_cli(argv)
+  assert code == 0, err
   if argv == ['models']:
     assert 'WRN-28-10' in out and '36,479,194' in out
   else:
