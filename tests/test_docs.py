@@ -354,6 +354,72 @@ def test_python_blocks_use_real_names_and_arguments(page, text):
   assert calls, f'{page}: no wrn_trax call checked in {text}'
 
 
+# Arguments of `train`/`sweep` that say where and how loudly, not what.
+_NOT_CONFIG = {'workdir', 'root', 'verbose', 'executor', 'address', 'gpus_per_member', 'gpus'}
+_NOT_CONFIG |= {'max_retries', 'live'}
+
+
+def _literal_calls(text, name):
+  """(args, kwargs) of each `wrn_trax.<name>(...)` call in `text` whose
+  arguments are literals, or loop variables over a literal (their first
+  value); arguments in _NOT_CONFIG are left out."""
+  tree = ast.parse(text)
+  loops = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.For) and isinstance(node.target, ast.Name):
+      try:
+        loops[node.target.id] = list(ast.literal_eval(node.iter))[0]
+      except ValueError:
+        pass
+
+  def value(node):
+    if isinstance(node, ast.Name) and node.id in loops:
+      return loops[node.id]
+    return ast.literal_eval(node)
+
+  calls = []
+  for node in ast.walk(tree):
+    func = getattr(node, 'func', None)
+    if not (
+      isinstance(func, ast.Attribute)
+      and func.attr == name
+      and isinstance(func.value, ast.Name)
+      and func.value.id == 'wrn_trax'
+    ):
+      continue
+    try:
+      args = [value(a) for a in node.args]
+      kwargs = {k.arg: value(k.value) for k in node.keywords if k.arg not in _NOT_CONFIG}
+    except ValueError:
+      continue  # an argument computed at run time
+    calls.append((args, kwargs))
+  return calls
+
+
+def test_train_and_sweep_examples_make_valid_configs(tmp_path):
+  """Each `wrn_trax.train(...)` and `wrn_trax.sweep(...)` example builds its
+  config(s) as the real call would (recipe fields and values checked),
+  without training: `make_config` and `sweep.plan`."""
+  from wrn_trax import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+
+  checked = 0
+  for page, text in _python_blocks():
+    for args, kwargs in _literal_calls(text, 'train'):
+      try:
+        train_lib.make_config(*args, **kwargs)
+      except ValueError as e:
+        pytest.fail(f'{page}: wrn_trax.train(*{args}, **{kwargs}): {e}')
+      checked += 1
+    for args, kwargs in _literal_calls(text, 'sweep'):
+      try:
+        sweep_lib.plan(*args, root=str(tmp_path / 'runs'), **kwargs)
+      except ValueError as e:
+        pytest.fail(f'{page}: wrn_trax.sweep(*{args}, **{kwargs}): {e}')
+      checked += 1
+  assert checked >= 4, checked
+
+
 def test_the_readme_is_short_and_shows_the_two_commands_first():
   text = (ROOT / 'README.md').read_text()
   assert len(text) <= 12_000, len(text)
