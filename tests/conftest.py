@@ -33,3 +33,24 @@ def subprocess_env():
 @pytest.fixture
 def python():
   return sys.executable
+
+
+@pytest.fixture
+def run_cli(capsys):
+  """Runs `wrn-trax ARGV` in this process, as a user would on the command line.
+
+  Returns a function of argv giving (exit status, stdout, stderr); the exit
+  status is 0 where `cli.main` returns, else its SystemExit's code.
+  """
+  from wrn_trax import cli  # pylint: disable=g-import-not-at-top
+
+  def run(argv):
+    try:
+      cli.main(argv)
+      code = 0
+    except SystemExit as e:
+      code = 0 if e.code is None else e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+  return run

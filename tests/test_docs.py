@@ -39,6 +39,7 @@ COMMAND_WORDS = (
   'for',
   'done',
   'mkdocs',
+  'bash',
 )
 
 # Commands not run here, each with the file that runs it (a regex on the
@@ -76,13 +77,28 @@ ELSEWHERE = [
     'tests/test_package.py',
     'def test_cli_train_sweep_then_report',
   ),
-  # Installing from git or building a wheel: the notebooks' install cell
-  # test builds the wheel with `pip wheel --no-deps` and installs it.
-  (r'^pip install "wrn_trax\[ray\] @ git\+', 'tests/test_notebooks.py', 'wheel'),
+  # Installing on Colab/Kaggle: `pip install -e .` without constraints over
+  # the image's packages, as .ci/build_stack.sh does (and then checks that
+  # it changed none of jax, jaxlib, TensorFlow, numpy, ...).
+  (
+    r'^pip install -e \.$',
+    '.ci/build_stack.sh',
+    'check_stack_unchanged.py check',
+  ),
+  # Building a wheel: the notebooks' install cell test builds the wheel
+  # with `pip wheel --no-deps` and installs it.
   (r'^python -m (pip wheel|build) ', 'tests/test_notebooks.py', 'wheel'),
   # Unpacking the CIFAR-10 JPEG copy (a data step for the bench scripts).
   (r'^mkdir -p /tmp/cifar10-jpeg$', 'bench/gpu_check.py', 'cifar10-jpeg'),
   (r'^tar -xzf \.\./shared/data/cifar10-jpeg\.tar\.gz', 'bench/gpu_check.py', 'tar'),
+  # The GPU check: .ci/run runs the rehearsal, which runs prepare.sh and
+  # run.sh as they run on the GPU machine.
+  (r'^bash bench/device/rehearse\.sh OUTDIR$', '.ci/run', 'bash bench/device/rehearse.sh'),
+  (
+    r'^bash bench/device/prepare\.sh$',
+    'bench/device/rehearse.sh',
+    'bash bench/device/prepare.sh',
+  ),
   (
     r'^export XLA_PYTHON_CLIENT_PREALLOCATE=false$',
     'wrn_trax/cli.py',
@@ -235,14 +251,9 @@ def test_cli_flags_in_the_text_exist(page, span):
 
 
 @pytest.mark.parametrize('argv', CHEAP, ids=' '.join)
-def test_cheap_commands_run(argv, capsys):
-  try:
-    cli.main(argv)
-    code = 0
-  except SystemExit as e:
-    code = e.code
-  out = capsys.readouterr().out
-  assert code == 0
+def test_cheap_commands_run(argv, run_cli):
+  code, out, err = run_cli(argv)
+  assert code == 0, err
   if argv == ['models']:
     assert 'WRN-28-10' in out and '36,479,194' in out
   else:
@@ -341,6 +352,72 @@ def test_python_blocks_use_real_names_and_arguments(page, text):
         signature.bind(*[None] * len(node.args), **kwargs)
         calls += 1
   assert calls, f'{page}: no wrn_trax call checked in {text}'
+
+
+# Arguments of `train`/`sweep` that say where and how loudly, not what.
+_NOT_CONFIG = {'workdir', 'root', 'verbose', 'executor', 'address', 'gpus_per_member', 'gpus'}
+_NOT_CONFIG |= {'max_retries', 'live'}
+
+
+def _literal_calls(text, name):
+  """(args, kwargs) of each `wrn_trax.<name>(...)` call in `text` whose
+  arguments are literals, or loop variables over a literal (their first
+  value); arguments in _NOT_CONFIG are left out."""
+  tree = ast.parse(text)
+  loops = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.For) and isinstance(node.target, ast.Name):
+      try:
+        loops[node.target.id] = list(ast.literal_eval(node.iter))[0]
+      except ValueError:
+        pass
+
+  def value(node):
+    if isinstance(node, ast.Name) and node.id in loops:
+      return loops[node.id]
+    return ast.literal_eval(node)
+
+  calls = []
+  for node in ast.walk(tree):
+    func = getattr(node, 'func', None)
+    if not (
+      isinstance(func, ast.Attribute)
+      and func.attr == name
+      and isinstance(func.value, ast.Name)
+      and func.value.id == 'wrn_trax'
+    ):
+      continue
+    try:
+      args = [value(a) for a in node.args]
+      kwargs = {k.arg: value(k.value) for k in node.keywords if k.arg not in _NOT_CONFIG}
+    except ValueError:
+      continue  # an argument computed at run time
+    calls.append((args, kwargs))
+  return calls
+
+
+def test_train_and_sweep_examples_make_valid_configs(tmp_path):
+  """Each `wrn_trax.train(...)` and `wrn_trax.sweep(...)` example builds its
+  config(s) as the real call would (recipe fields and values checked),
+  without training: `make_config` and `sweep.plan`."""
+  from wrn_trax import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+
+  checked = 0
+  for page, text in _python_blocks():
+    for args, kwargs in _literal_calls(text, 'train'):
+      try:
+        train_lib.make_config(*args, **kwargs)
+      except ValueError as e:
+        pytest.fail(f'{page}: wrn_trax.train(*{args}, **{kwargs}): {e}')
+      checked += 1
+    for args, kwargs in _literal_calls(text, 'sweep'):
+      try:
+        sweep_lib.plan(*args, root=str(tmp_path / 'runs'), **kwargs)
+      except ValueError as e:
+        pytest.fail(f'{page}: wrn_trax.sweep(*{args}, **{kwargs}): {e}')
+      checked += 1
+  assert checked >= 4, checked
 
 
 def test_the_readme_is_short_and_shows_the_two_commands_first():

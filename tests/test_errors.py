@@ -15,7 +15,6 @@ from test_runfolder import _fake_checkpoint  # pylint: disable=g-bad-import-orde
 from test_runfolder import _garbage
 from test_runfolder import _snapshot
 from test_runfolder import _truncate
-from wrn_trax import cli
 from wrn_trax import report
 from wrn_trax import runio
 from wrn_trax import sweep as sweep_lib
@@ -26,17 +25,6 @@ ARGS = dict(model=TINY, dataset='digits', recipe='smoke', steps=2)
 SWEEP_ARGV = ['sweep', '--family', 'paper', '--depths', '10',
               '--widen-factors', '1', '2', '--dataset', 'digits', '--recipe',
               'smoke', '--steps', '2', '--quiet']
-
-
-def _cli(argv, capsys):
-  """(exit status, stdout, stderr) of `wrn-trax argv`, in this process."""
-  try:
-    cli.main(argv)
-    code = 0
-  except SystemExit as e:
-    code = e.code
-  out, err = capsys.readouterr()
-  return code, out, err
 
 
 def _run(workdir, status='done', **kwargs):
@@ -71,14 +59,14 @@ def _as_path(p):
 
 @pytest.mark.parametrize('damage', sorted(_DAMAGE))
 def test_report_skips_a_run_with_an_unreadable_config_and_names_it(
-    tmp_path, capsys, damage):
+    tmp_path, run_cli, damage):
   root = tmp_path / 'runs'
   _run(str(root / 'good'))
   bad = _run(str(root / 'bad'), seed=1)
   _DAMAGE[damage](os.path.join(bad, 'config.json'))
   before = _snapshot(root)
-  code, out, err = _cli(['report', '--root', str(root), '--out',
-                         str(tmp_path / 'results')], capsys)
+  code, out, err = run_cli(['report', '--root', str(root), '--out',
+                           str(tmp_path / 'results')])
   assert code == 0, err
   assert 'Traceback' not in err
   lines = err.splitlines()
@@ -95,13 +83,13 @@ def test_report_skips_a_run_with_an_unreadable_config_and_names_it(
 
 @pytest.mark.parametrize('damage', sorted(_DAMAGE))
 def test_report_counts_a_run_with_an_unreadable_summary_as_incomplete(
-    tmp_path, capsys, damage):
+    tmp_path, run_cli, damage):
   root = tmp_path / 'runs'
   bad = _run(str(root / 'bad'))
   _DAMAGE[damage](os.path.join(bad, 'summary.json'))
   before = _snapshot(root)
-  code, _, err = _cli(['report', '--root', str(root), '--out',
-                       str(tmp_path / 'results')], capsys)
+  code, _, err = run_cli(['report', '--root', str(root), '--out',
+                         str(tmp_path / 'results')])
   assert code == 0, err
   lines = err.splitlines()
   assert len(lines) == 1, err
@@ -114,13 +102,13 @@ def test_report_counts_a_run_with_an_unreadable_summary_as_incomplete(
   assert runs.loc[0, 'reason'] == 'unreadable summary.json'
 
 
-def test_report_with_no_readable_run_is_one_error(tmp_path, capsys):
+def test_report_with_no_readable_run_is_one_error(tmp_path, run_cli):
   root = tmp_path / 'runs'
   bad = _run(str(root / 'bad'))
   _garbage(_as_path(os.path.join(bad, 'config.json')))
   before = _snapshot(root)
-  code, _, err = _cli(['report', '--root', str(root), '--out',
-                       str(tmp_path / 'results')], capsys)
+  code, _, err = run_cli(['report', '--root', str(root), '--out',
+                         str(tmp_path / 'results')])
   assert code == 2
   assert f'config.json in {bad} is truncated' in err
   assert err.splitlines()[-1].startswith(
@@ -132,7 +120,7 @@ def test_report_with_no_readable_run_is_one_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('name', ['config.json', 'summary.json'])
-def test_train_refuses_a_json_file_that_is_not_an_object(tmp_path, capsys,
+def test_train_refuses_a_json_file_that_is_not_an_object(tmp_path, run_cli,
                                                          name):
   workdir = _run(str(tmp_path / 'run'), status='failed')
   with open(os.path.join(workdir, name), 'w') as f:
@@ -144,9 +132,8 @@ def test_train_refuses_a_json_file_that_is_not_an_object(tmp_path, capsys,
   assert str(e.value).startswith(
       f'{name} in {workdir} is truncated or unreadable (a JSON list, not an '
       'object)')
-  code, _, err = _cli(['train', '--workdir', workdir, '--model', TINY,
-                       '--recipe', 'smoke', '--steps', '2', '--quiet'],
-                      capsys)
+  code, _, err = run_cli(['train', '--workdir', workdir, '--model', TINY,
+                         '--recipe', 'smoke', '--steps', '2', '--quiet'])
   assert code == 2
   assert err == f'wrn-trax train: error: {e.value}\n'
   assert _snapshot(workdir) == before
@@ -162,7 +149,7 @@ def _members(root):
 
 
 def test_sweep_reports_members_with_unreadable_files_and_keeps_them(
-    tmp_path, capsys):
+    tmp_path, run_cli):
   """A truncated checkpoint and a garbage summary: both members fail with
   the file named (even with --quiet), nothing is trained or written there,
   and the closing table still prints."""
@@ -174,7 +161,7 @@ def test_sweep_reports_members_with_unreadable_files_and_keeps_them(
   _run(second, model='WRN-10-2')
   _garbage(_as_path(second) / 'summary.json')
   before = {w: _snapshot(w) for w in (first, second)}
-  code, out, err = _cli(SWEEP_ARGV + ['--root', str(root)], capsys)
+  code, out, err = run_cli(SWEEP_ARGV + ['--root', str(root)])
   assert code == 0, err
   assert 'Traceback' not in err
   assert re.search(r'^WRN-10-1 ', out, re.M), out  # the compact table
@@ -192,13 +179,13 @@ def test_sweep_reports_members_with_unreadable_files_and_keeps_them(
   assert {w: _snapshot(w) for w in (first, second)} == before
 
 
-def test_sweep_refuses_a_member_with_a_garbage_config(tmp_path, capsys):
+def test_sweep_refuses_a_member_with_a_garbage_config(tmp_path, run_cli):
   root = tmp_path / 'runs'
   first, _ = _members(root)
   _run(first, status='failed', model='WRN-10-1')
   _DAMAGE['not UTF-8'](os.path.join(first, 'config.json'))
   before = _snapshot(root)
-  code, _, err = _cli(SWEEP_ARGV + ['--root', str(root)], capsys)
+  code, _, err = run_cli(SWEEP_ARGV + ['--root', str(root)])
   assert code == 2
   assert err.startswith(f'wrn-trax sweep: error: config.json in {first} is '
                         'truncated or unreadable (not JSON: ')

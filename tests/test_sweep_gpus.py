@@ -53,12 +53,15 @@ def one_gpu_ray():
   ray.shutdown()
 
 
-def _stub(record_dir, wait_for):
+def _stub(record_dir, wait_for, patience=60.0):
   """A member task in place of `sweep._run_member_abs`.
 
   It records what its process was given and how many members were running
-  when it started, then waits (up to 60 s) until `wait_for` members have
-  started: that many can only do so if they run at once.
+  when it started, then waits (up to `patience` seconds) until `wait_for`
+  members have started: that many can only do so if they run at once. A
+  short patience with more members than may run at once checks the
+  opposite: a second member that started while the first waited would
+  find it still running.
   Defined in a closure, so that Ray sends it by value to its workers.
   """
 
@@ -80,7 +83,7 @@ def _stub(record_dir, wait_for):
     running_at_start = len(
         [f for f in os.listdir(record_dir) if f.endswith('.running')])
     open(os.path.join(record_dir, name + '.started'), 'w').close()
-    deadline = time.time() + 60
+    deadline = time.time() + patience
     while time.time() < deadline:
       n = len([f for f in os.listdir(record_dir) if f.endswith('.started')])
       if n >= wait_for:
@@ -137,15 +140,22 @@ def test_without_a_share_members_keep_a_whole_gpu_and_jax_defaults(
   del one_gpu_ray
   records = tmp_path / 'records'
   records.mkdir()
-  monkeypatch.setattr(sweep_lib, '_run_member_abs', _stub(str(records), 1))
+  # Each member waits up to 3 s for the other to start: on one whole GPU
+  # the other cannot, so each finds itself the only one running.
+  monkeypatch.setattr(sweep_lib, '_run_member_abs',
+                      _stub(str(records), 2, patience=3.0))
   frame = wrn_trax.sweep(root=str(tmp_path / 'runs'), executor='ray',
                          gpus_per_member=gpus_per_member, verbose=False,
                          **dict(GRID, widen_factors=[1, 2]))
   assert list(frame['status']) == ['done'] * 2
-  for r in _records(str(records)).values():
+  seen = _records(str(records))
+  assert len(seen) == 2
+  for r in seen.values():
     assert r['resources'] == {'GPU': 1.0, 'CPU': 1.0}
     assert r['running_at_start'] == 1  # one GPU: one member at a time
     assert r['initial_fraction'] is None and r['fraction'] is None
+  # The first to start waited alone (the second started after it ended).
+  assert sorted(r['started_together'] for r in seen.values()) == [1, 2]
 
 
 def test_a_share_no_node_has_is_an_error_not_a_hang(tmp_path, one_gpu_ray):
@@ -214,6 +224,14 @@ def test_member_env_vars():
   assert sweep_lib.member_env_vars(1) == sweep_lib.member_env_vars(None) == {}
 
 
+def _warnings_of(fn):
+  """The warnings `fn()` issues, each recorded (filters set to 'always')."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    fn()
+  return [(w.category, str(w.message)) for w in caught]
+
+
 def test_a_driver_holding_a_gpu_is_warned_about(monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -221,24 +239,20 @@ def test_a_driver_holding_a_gpu_is_warned_about(monkeypatch):
     platform = 'gpu'
 
   warn = sweep_lib._warn_if_this_process_holds_gpus  # pylint: disable=protected-access
+  advice = 'set XLA_PYTHON_CLIENT_PREALLOCATE=false before importing wrn_trax.sweep'
+  # A GPU here and preallocation on (jax's default): one warning, the fix.
   monkeypatch.setattr(jax, 'local_devices', lambda: [Gpu()])
   _unset_for_this_test(monkeypatch, PREALLOCATE)
-  with pytest.warns(UserWarning, match='XLA_PYTHON_CLIENT_PREALLOCATE=false '
-                    'before importing wrn_trax.sweep'):
-    warn()
-  # Preallocation off, or no GPU here: no warning at all (recorded with
-  # every filter set to 'always', so one would be caught and fail here).
-  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always')
-    warn()
-  assert [str(w.message) for w in caught] == []
+  caught = _warnings_of(warn)
+  assert len(caught) == 1, caught
+  assert caught[0][0] is UserWarning and advice in caught[0][1]
+  # The same GPU with preallocation off: no warning at all.
+  monkeypatch.setenv(PREALLOCATE, 'false')
+  assert _warnings_of(warn) == []
+  # Preallocation on again, but no GPU in this process: none either.
   monkeypatch.setattr(jax, 'local_devices', lambda: [])
-  monkeypatch.delenv('XLA_PYTHON_CLIENT_PREALLOCATE')
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always')
-    warn()
-  assert [str(w.message) for w in caught] == []
+  monkeypatch.delenv(PREALLOCATE)
+  assert _warnings_of(warn) == []
 
 
 def test_cli_gpus_per_member(tmp_path, monkeypatch, capsys, one_gpu_ray):
