@@ -330,7 +330,7 @@ def test_cifar_batches_repickled_by_python3(tmp_path, protocol, keys):
     assert core and ('_codecs', 'encode') not in seen
   else:
     assert {g[1] for g in seen} >= {'_frombuffer', 'scalar', 'dtype'}
-  assert all(g in data._CifarUnpickler._ALLOWED for g in seen)  # pylint: disable=protected-access
+  assert all(g in data._CifarUnpickler.allowed for g in seen)  # pylint: disable=protected-access
 
 
 def test_numpy1_names_of_protocol5_helpers_resolve():

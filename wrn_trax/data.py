@@ -48,6 +48,7 @@ import urllib.parse
 
 import numpy as np
 
+from wrn_trax import _pickle
 from wrn_trax import runio
 
 
@@ -407,12 +408,12 @@ def _empty_bytes(*args):
   return b''
 
 
-class _CifarUnpickler(pickle.Unpickler):
+class _CifarUnpickler(_pickle.RestrictedUnpickler):
   """Unpickles CIFAR batch files, refusing every global they do not need.
 
   The batch files are dicts of bytes, str, lists and numpy arrays, so the only
   globals they may name are the helpers that numpy and Python use to rebuild
-  those, at any pickle protocol (`_ALLOWED`):
+  those, at any pickle protocol (`allowed`):
 
   * numpy arrays: ``numpy[._]core.multiarray._reconstruct`` with
     ``numpy.ndarray`` and ``numpy.dtype`` (protocols 2-4), or
@@ -428,7 +429,7 @@ class _CifarUnpickler(pickle.Unpickler):
   NEXT_BUFFER) cannot be in a file and are refused by `pickle` itself.
   """
 
-  _ALLOWED = {
+  allowed = {
       ('numpy.core.multiarray', '_reconstruct'):
           lambda: _numpy_core('multiarray', '_reconstruct'),
       ('numpy._core.multiarray', '_reconstruct'):
@@ -449,17 +450,14 @@ class _CifarUnpickler(pickle.Unpickler):
   }
 
   def __init__(self, file, path):
-    super().__init__(file, encoding='bytes')
-    self._path = path
+    super().__init__(file, path, encoding='bytes')
 
-  def find_class(self, module, name):
-    if (module, name) not in self._ALLOWED:
-      raise UnsafePickleError(
-          f'{self._path}: refusing to load global {module}.{name}; CIFAR batch '
-          f'files only need numpy array reconstruction '
-          f'({sorted(".".join(a) for a in self._ALLOWED)}). This file is not a '
-          f'CIFAR batch file or has been tampered with.')
-    return self._ALLOWED[(module, name)]()
+  def refusal(self, module, name):
+    return UnsafePickleError(
+        f'{self.path}: refusing to load global {module}.{name}; CIFAR batch '
+        f'files only need numpy array reconstruction '
+        f'({sorted(".".join(a) for a in self.allowed)}). This file is not a '
+        f'CIFAR batch file or has been tampered with.')
 
 
 def _unpickle(path):
