@@ -245,6 +245,20 @@ class DevicePreprocess(tl.Layer):
                      np.asarray(self._std, np.float32))
 
 
+def host_preprocess(config):
+  """The preprocessing the host pipeline applies for a run's config.
+
+  The recipe's `preprocess`, or 'raw' (uint8 batches as sliced) with
+  ``augment='device'``, where the model's first layer
+  (`augment.DevicePreprocess`) crops, flips and normalises in the compiled
+  step. Train, in-training eval, precise-BN and test batches all go through
+  this, so both paths normalise every split the same way.
+  """
+  if config.get('augment', 'host') == 'device':
+    return 'raw'
+  return config['preprocess']
+
+
 def preprocess_args(ds, preprocess):
   """(mean, std, pad) of `DevicePreprocess` for a recipe's preprocessing.
 
