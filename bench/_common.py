@@ -275,10 +275,8 @@ def fmt_spread(s, digits=0):
 
 def markdown_table(header, rows):
   """A GitHub markdown table from a header list and row lists."""
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + '|'.join('---' for _ in header) + '|']
-  lines += ['| ' + ' | '.join(str(x) for x in row) + ' |' for row in rows]
-  return '\n'.join(lines)
+  from wrn_trax import _markdown  # pylint: disable=g-import-not-at-top
+  return _markdown.pipe_table(header, rows)
 
 
 def guard(failures, flag):

@@ -9,6 +9,7 @@ import io
 import os
 import pickle
 import struct
+import tempfile
 import tracemalloc
 from unittest import mock
 
@@ -330,7 +331,7 @@ def test_cifar_batches_repickled_by_python3(tmp_path, protocol, keys):
     assert core and ('_codecs', 'encode') not in seen
   else:
     assert {g[1] for g in seen} >= {'_frombuffer', 'scalar', 'dtype'}
-  assert all(g in data._CifarUnpickler._ALLOWED for g in seen)  # pylint: disable=protected-access
+  assert all(g in data._CifarUnpickler.allowed for g in seen)  # pylint: disable=protected-access
 
 
 def test_numpy1_names_of_protocol5_helpers_resolve():
@@ -583,20 +584,20 @@ def test_folder_cache_goes_to_cache_dir_when_data_is_read_only(
     tmp_path, cache_env, monkeypatch):
   root = tmp_path / 'ro'
   _write_folder(root, ['a', 'b'], np.random.default_rng(11))
-  mkstemp = data.tempfile.mkstemp
+  mkstemp = tempfile.mkstemp
 
   def refuse_data_dir(*args, **kwargs):
     if os.path.samefile(kwargs['dir'], root):
       raise PermissionError(13, 'Read-only file system', str(root))
     return mkstemp(*args, **kwargs)
 
-  monkeypatch.setattr(data.tempfile, 'mkstemp', refuse_data_dir)
+  monkeypatch.setattr(tempfile, 'mkstemp', refuse_data_dir)
   ds = data.load('folder', data_dir=root)
   cached = list(cache_env.glob('image-folder-*.npz'))
   assert len(cached) == 1 and not (root / '.wrn_trax_cache.npz').exists()
   assert ds.source.endswith(f'(cache {cached[0]})')
   # WRN_TRAX_CACHE, when set, is the only place.
-  monkeypatch.setattr(data.tempfile, 'mkstemp', mkstemp)
+  monkeypatch.setattr(tempfile, 'mkstemp', mkstemp)
   monkeypatch.setenv('WRN_TRAX_CACHE', str(tmp_path / 'mine'))
   ds = data.load('folder', data_dir=root)
   assert len(list((tmp_path / 'mine').glob('image-folder-*.npz'))) == 1

@@ -1,4 +1,10 @@
-"""The preprocessing inside the compiled step (recipe field ``augment='device'``).
+"""CIFAR crop/flip on the host (numpy) and inside the compiled step (jax).
+
+The host functions (`crop_flip_draws`, `crop_flip_example`,
+`crop_flip_batch`, also importable from `wrn_trax.data`) define the
+augmentation and feed `data.RandomCropFlip`; their device twins (`draws`,
+`crop_flip`) and `DevicePreprocess` do the same inside the compiled step
+(recipe field ``augment='device'``).
 
 With ``augment='host'`` (the default) the input pipeline of `wrn_trax.data`
 crops, flips and standardises every batch in numpy and hands float32 batches
@@ -12,7 +18,7 @@ the same work inside the compiled step:
   with probability 0.5, drawn from the layer's rng (the step's rng, as
   Dropout draws its mask); the crop reads the image reflect-padded by ``pad``
   pixels (np.pad's 'reflect', the edge pixel not repeated), exactly as
-  `data.crop_flip_example` defines it;
+  `crop_flip_example` defines it;
 * in every mode: per-channel ``(x - mean) / std`` in float32 with the
   training split's statistics (`Dataset.channel_stats`), the host's
   `data.Standardize` (whose lookup table rounds once from float64, so values
@@ -37,10 +43,92 @@ from trax import layers as tl
 from wrn_trax import data as data_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position,wrong-import-order
 
+
+# ------------------------------------------------- on the host, in numpy
+#
+# The pipelines' `data.RandomCropFlip` uses these; `wrn_trax.data` re-exports
+# them under the same names.
+
+
+def crop_flip_draws(rng, n, pad=data_lib.CIFAR_PAD):
+  """Draws per-example crop offsets and flips for `crop_flip_batch`.
+
+  Args:
+    rng: a numpy Generator.
+    n: number of examples.
+    pad: reflection padding; offsets lie in [0, 2 * pad].
+
+  Returns:
+    (offsets_y, offsets_x, flips): int arrays (n,) and a bool array (n,).
+  """
+  offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
+  flips = rng.random(n) < 0.5
+  return offsets[:, 0], offsets[:, 1], flips
+
+
+def crop_flip_example(image, offset_y, offset_x, flip, pad=data_lib.CIFAR_PAD):
+  """The per-example definition: reflect-pad, crop at an offset, maybe flip.
+
+  Args:
+    image: H x W x C array.
+    offset_y: top row of the crop in the padded image, in [0, 2 * pad].
+    offset_x: left column of the crop in the padded image, in [0, 2 * pad].
+    flip: flip left-right after cropping.
+    pad: pixels of reflection padding on each side.
+
+  Returns:
+    H x W x C array, same dtype.
+  """
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode='reflect')
+  crop = padded[offset_y:offset_y + h, offset_x:offset_x + w]
+  return np.ascontiguousarray(crop[:, ::-1] if flip else crop)
+
+
+@functools.lru_cache(maxsize=16)
+def _host_reflect_index(size, pad):
+  """Source index of each position of a reflect-padded axis (np.pad reflect)."""
+  return np.concatenate([np.arange(pad, 0, -1), np.arange(size),
+                         np.arange(size - 2, size - 2 - pad, -1)])
+
+
+def crop_flip_batch(images, offsets_y, offsets_x, flips, pad=data_lib.CIFAR_PAD):
+  """`crop_flip_example` on a whole batch, in one gather and without padding.
+
+  The padded image is never built: each output pixel's source pixel is found
+  through the reflection index, and all pixels (C bytes each) are fetched
+  with one `np.take`.
+
+  Args:
+    images: N x H x W x C array.
+    offsets_y: int array (N,), in [0, 2 * pad].
+    offsets_x: int array (N,), in [0, 2 * pad].
+    flips: bool array (N,).
+    pad: pixels of reflection padding; must be < H and < W.
+
+  Returns:
+    N x H x W x C array, same dtype.
+  """
+  n, h, w, c = images.shape
+  if not 0 <= pad < min(h, w):
+    raise ValueError(f'pad must be in [0, {min(h, w)}) for {h}x{w} images, '
+                     f'got {pad}.')
+  rows = _host_reflect_index(h, pad)[offsets_y[:, None] + np.arange(h)]
+  cols = offsets_x[:, None] + np.arange(w)
+  cols = np.where(flips[:, None], cols[:, ::-1], cols)
+  cols = _host_reflect_index(w, pad)[cols]
+  pixel = (np.arange(n)[:, None, None] * (h * w) + rows[:, :, None] * w +
+           cols[:, None, :])
+  pixels = np.ascontiguousarray(images).reshape(n * h * w, c)
+  return np.take(pixels, pixel.reshape(-1), axis=0).reshape(n, h, w, c)
+
+# ------------------------------------------------ on the device, in jax
+
+
 def draws(rng, n, pad=data_lib.CIFAR_PAD):
   """Per-example crop offsets and flips, drawn on the device.
 
-  The device counterpart of `data.crop_flip_draws`: the same distribution
+  The device counterpart of `crop_flip_draws`: the same distribution
   (offsets uniform in [0, 2 * pad], flips with probability 0.5), another
   random stream (jax's, from ``rng``).
 
@@ -60,7 +148,7 @@ def draws(rng, n, pad=data_lib.CIFAR_PAD):
 
 
 def crop_flip(images, offsets_y, offsets_x, flips, pad=data_lib.CIFAR_PAD):
-  """`data.crop_flip_batch` in jax: one gather, the padded image never built.
+  """`crop_flip_batch` in jax: one gather, the padded image never built.
 
   Args:
     images: N x H x W x C array (any dtype; uint8 from the host).
@@ -71,7 +159,7 @@ def crop_flip(images, offsets_y, offsets_x, flips, pad=data_lib.CIFAR_PAD):
 
   Returns:
     N x H x W x C array, same dtype: per example
-    ``data.crop_flip_example(images[i], offsets_y[i], offsets_x[i], flips[i],
+    ``crop_flip_example(images[i], offsets_y[i], offsets_x[i], flips[i],
     pad)``.
   """
   n, h, w, _ = images.shape
@@ -92,7 +180,7 @@ def crop_flip(images, offsets_y, offsets_x, flips, pad=data_lib.CIFAR_PAD):
 @functools.lru_cache(maxsize=16)
 def _reflect_index(size, pad):
   # The host's index (np.pad 'reflect'), as int32 for the device.
-  return data_lib._reflect_index(size, pad).astype(np.int32)  # pylint: disable=protected-access
+  return _host_reflect_index(size, pad).astype(np.int32)
 
 
 def normalize(images, mean, std):
@@ -155,6 +243,20 @@ class DevicePreprocess(tl.Layer):
       x = crop_flip(x, oy, ox, flips, self._pad)
     return normalize(x, np.asarray(self._mean, np.float32),
                      np.asarray(self._std, np.float32))
+
+
+def host_preprocess(config):
+  """The preprocessing the host pipeline applies for a run's config.
+
+  The recipe's `preprocess`, or 'raw' (uint8 batches as sliced) with
+  ``augment='device'``, where the model's first layer
+  (`augment.DevicePreprocess`) crops, flips and normalises in the compiled
+  step. Train, in-training eval, precise-BN and test batches all go through
+  this, so both paths normalise every split the same way.
+  """
+  if config.get('augment', 'host') == 'device':
+    return 'raw'
+  return config['preprocess']
 
 
 def preprocess_args(ds, preprocess):

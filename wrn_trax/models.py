@@ -39,6 +39,7 @@ import math
 
 from wrn_trax import _compat
 from wrn_trax import _names
+from wrn_trax import _markdown
 
 _compat.ensure_trax()  # TF and gym quietly, then trax, patched: before trax
 
@@ -496,17 +497,17 @@ def paper_networks(counts=True):
 def markdown_table(df=None):
   """The README's models table (table, name, N, params, FLOPs, errors)."""
   df = paper_networks() if df is None else df
-  lines = ['| table | name | N | paper params | our params | GMAC/image '
-           '| paper C10 / C100 error % |',
-           '|---|---|---|---|---|---|---|']
+  header = ['table', 'name', 'N', 'paper params', 'our params', 'GMAC/image',
+            'paper C10 / C100 error %']
+  rows = []
   for row in df.itertuples():
     c100 = '–' if np.isnan(row.paper_cifar100_error) else (
         f'{row.paper_cifar100_error:.2f}')
-    lines.append(
-        f'| {row.table} | {row.name} | {row.blocks_per_group} '
-        f'| {row.paper_params_m:.1f}M | {row.params:,} '
-        f'| {row.flops / 1e9:.2f} | {row.paper_cifar10_error:.2f} / {c100} |')
-  return '\n'.join(lines)
+    rows.append([row.table, row.name, row.blocks_per_group,
+                 f'{row.paper_params_m:.1f}M', f'{row.params:,}',
+                 f'{row.flops / 1e9:.2f}',
+                 f'{row.paper_cifar10_error:.2f} / {c100}'])
+  return _markdown.pipe_table(header, rows)
 
 
 if __name__ == '__main__':

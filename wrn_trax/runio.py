@@ -23,6 +23,8 @@ import types
 import warnings
 import zlib
 
+from wrn_trax import _pickle
+
 try:
   import fcntl  # pylint: disable=g-import-not-at-top
 except ImportError:  # Windows: run folders are not locked there.
@@ -295,17 +297,14 @@ class UntrustedPickleError(RunFolderError, pickle.UnpicklingError):
   """A pickle asked for something a checkpoint never holds."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(_pickle.RestrictedUnpickler):
+  """Reads trax's checkpoint pickle: only `_ALLOWED_GLOBALS`, as pickle would."""
 
-  def __init__(self, f, path):
-    super().__init__(f)
-    self._path = path
+  allowed = dict.fromkeys(_ALLOWED_GLOBALS)
 
-  def find_class(self, module, name):
-    if (module, name) in _ALLOWED_GLOBALS:
-      return super().find_class(module, name)
-    raise UntrustedPickleError(
-        f'{self._path}: refusing to load {module}.{name}; a trax checkpoint '
+  def refusal(self, module, name):
+    return UntrustedPickleError(
+        f'{self.path}: refusing to load {module}.{name}; a trax checkpoint '
         'holds only numpy arrays, numbers, strings, dicts, lists and '
         'trax.shapes.ShapeDtype. Delete the file if you did not write it.')
 

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from wrn_trax import record
+from wrn_trax import _markdown, record
 from wrn_trax.report.io import (CONFIG_KEYS, SUMMARY_FIELDS, _BOOKKEEPING,
                                 _DERIVED, _NUMERIC_SUMMARY)
 
@@ -348,12 +348,17 @@ def _format_cell(value, fmt):
     if float(value).is_integer() and fmt is None:
       return str(int(value))
     return format(float(value), fmt or '.4g')
-  return str(value).replace('|', r'\|').replace('\n', ' ')
+  return str(value)
 
 
 def markdown_table(frame: pd.DataFrame,
                    formats: Optional[dict[str, str]] = None) -> str:
-  """GitHub markdown table of `frame` (no index); numbers right-aligned."""
+  """GitHub markdown table of `frame` (no index); numbers right-aligned.
+
+  Cells are formatted by column (`formats`, else 4 significant digits) and
+  written by the one table writer, `wrn_trax._markdown.pipe_table`, padded
+  so that the columns line up in plain text.
+  """
   formats = {**_FORMATS, **(formats or {})}
   header = [str(c) for c in frame.columns]
   body = [[_format_cell(v, formats.get(c)) for c, v in zip(frame.columns, r)]
@@ -361,17 +366,7 @@ def markdown_table(frame: pd.DataFrame,
   numeric = [pd.api.types.is_numeric_dtype(frame[c])
              and not pd.api.types.is_bool_dtype(frame[c])
              for c in frame.columns]
-  widths = [max([len(h)] + [len(r[j]) for r in body] + [3])
-            for j, h in enumerate(header)]
-
-  def line(cells):
-    padded = [c.rjust(w) if num else c.ljust(w)
-              for c, w, num in zip(cells, widths, numeric)]
-    return '| ' + ' | '.join(padded) + ' |'
-
-  rule = '|' + '|'.join(('-' * (w + 1) + ':') if num else ('-' * (w + 2))
-                        for w, num in zip(widths, numeric)) + '|'
-  return '\n'.join([line(header), rule] + [line(r) for r in body]) + '\n'
+  return _markdown.pipe_table(header, body, right=numeric, pad=True) + '\n'
 
 
 def _table_columns(summary):
@@ -405,7 +400,8 @@ _NAMED_BY_MODEL = ('family', 'model', 'depth', 'widen_factor', 'block')
 
 
 def _compact_label(row, varying):
-  extra = [f'{k}={_format_cell(row[k], _FORMATS.get(k))}' for k in varying]
+  extra = [f'{k}={_markdown.escape_cell(_format_cell(row[k], _FORMATS.get(k)))}'
+           for k in varying]
   model = str(row['model']) if 'model' in row.index else ''
   return ' '.join([model] + extra).strip() or '-'
 
