@@ -186,11 +186,11 @@ def _run_member(member, verbose):
   except runio.RunFolderBusyError as e:
     if verbose:
       print(f'{member["workdir"]}: running elsewhere, skipped: {e}')
-    return dict(status='running', reason=f'running elsewhere: {e}')
+    return dict(status=record.RUNNING, reason=f'running elsewhere: {e}')
   except runio.RunFolderError as e:
     if verbose:
       print(f'{member["workdir"]}: failed: {e}')
-    return dict(status='failed', reason=f'{type(e).__name__}: {e}')
+    return dict(status=record.FAILED, reason=f'{type(e).__name__}: {e}')
   except Exception as e:  # pylint: disable=broad-except
     # The session's own 'failed' summary (with its step) if it wrote one;
     # else (it failed before training, e.g. on the data) one is written.

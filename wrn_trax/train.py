@@ -115,7 +115,7 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=Non
   if spec.family == 'stock' and r['dropout']:
     raise ValueError('stock WideResnet has no dropout; use a paper-family '
                      f'model (e.g. {model.replace("stock-", "")}) for dropout')
-  return dict(
+  return record.new_config(
       run_name=default_run_name(model, dataset, recipe, seed, overrides),
       model=model, family=spec.family, depth=spec.depth,
       widen_factor=spec.widen_factor,
@@ -185,21 +185,21 @@ def train_config(config, workdir=None, verbose=True):
   # runio.CorruptFileError naming the file before anything is written.
   if os.path.exists(config_path):
     check_same_run(runio.read_json(config_path), config, workdir)
-  summary = runio.finished_summary(workdir)
+  summary = record.finished_summary(workdir)
   if summary is None:
     # One process trains a folder at a time: a second one fails here with
     # runio.RunFolderBusyError naming the holder, having written nothing. A
     # finished run (above) needs no lock: its summary is final.
     with runio.lock_run_folder(workdir):
       # The holder may have finished the run since the check above.
-      summary = runio.finished_summary(workdir)
+      summary = record.finished_summary(workdir)
       if summary is None:
         runio.check_checkpoint(workdir)
         return run_session(config, workdir, verbose)
   if verbose:
-    print(f'{workdir}: already {summary["status"]} at step '
-          f'{summary["step"]} (test error {_pct(summary["test_error"])})')
-  return summary
+    print(f'{workdir}: already {summary.status} at step '
+          f'{summary.step} (test error {_pct(summary.test_error)})')
+  return summary.to_dict()
 
 
 def _pct(x):
@@ -221,23 +221,22 @@ def resolve(config, ds):
   epochs where the recipe has them), the data set's sizes and image shape,
   package versions, the device and the precision 'auto' chose on it.
   """
-  c = dict(config)
-  steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
-  c['steps'], c['lr_milestone_steps'] = steps, list(milestones)
-  c['n_classes'] = int(ds.n_classes)
-  c['image_shape'] = list(ds.train_images.shape[1:])
-  c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
-  c['versions'] = _versions()
-  c['device'], available = _device()
+  steps, milestones = recipes.resolve_steps(config, len(ds.train_labels))
+  device, available = _device()
   # One device unless data-parallel training is asked for, so that a
   # recipe's result does not depend on how many GPUs the machine has.
-  c['n_devices'] = available if c.get('data_parallel') else 1
-  # BatchNorm normalises over each device's share of the batch.
-  c['bn_batch_per_device'] = c['batch_size'] // c['n_devices']
-  c['precision_used'], c['precision_reason'] = precision_lib.explain(
-      c['precision'], n_devices=c['n_devices'],
-      raw_inputs=c['preprocess'] == 'raw')
-  return c
+  n_devices = available if config.get('data_parallel') else 1
+  precision_used, precision_reason = precision_lib.explain(
+      config['precision'], n_devices=n_devices,
+      raw_inputs=config['preprocess'] == 'raw')
+  return record.resolved_config(
+      config, steps=steps, lr_milestone_steps=list(milestones),
+      n_classes=int(ds.n_classes), image_shape=list(ds.train_images.shape[1:]),
+      n_train=len(ds.train_labels), n_test=len(ds.test_labels),
+      versions=_versions(), device=device, n_devices=n_devices,
+      # BatchNorm normalises over each device's share of the batch.
+      bn_batch_per_device=config['batch_size'] // n_devices,
+      precision_used=precision_used, precision_reason=precision_reason)
 
 
 def build_loop(config, ds, workdir, *, light_step=True, out=None):
@@ -423,7 +422,7 @@ class MetricsLog:
 
 class ChunkResult(NamedTuple):
   """What `train_in_chunks` did: how it ended and how fast it went."""
-  status: str         # 'done', 'diverged' or 'interrupted'
+  status: str         # record.DONE, DIVERGED or INTERRUPTED
   reason: Any         # why it diverged or stopped (None when done)
   start_step: int     # the step the session started from (0, or resumed)
   step_times: list    # seconds per step of each timed chunk (not the first)
@@ -514,7 +513,7 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
   step_times = []
   t_start = time.time()
   bar = _progress(steps, start_step, c['run_name'], verbose)
-  status, reason = 'done', None
+  status, reason = record.DONE, None
   with contextlib.ExitStack() as stack:
     stack.callback(bar.close)
     asked = stack.enter_context(_stop_on_signals(loop))
@@ -541,7 +540,7 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
         precision_lib.save_loss_scale(workdir, loop)
         with contextlib.redirect_stdout(out):
           loop.save_checkpoint('model')
-        status = 'interrupted'
+        status = record.INTERRUPTED
         reason = (f'{signal.Signals(asked["signum"]).name} at step '
                   f'{loop.step}; a checkpoint was saved there')
         break
@@ -551,12 +550,12 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
           loop.save_checkpoint('model')
       if not optim.tree_all_finite(loop.model.weights) or any(
           not np.isfinite(r['loss']) for r in new_rows):
-        status = 'diverged'
+        status = record.DIVERGED
         reason = (f'non-finite loss or weights by step {loop.step} '
                   f'(lr {built.schedule(loop.step):g}); lower lr')
         break
       if precision_lib.diverged(loop):  # float16: skipped steps are not
-        status = 'diverged'
+        status = record.DIVERGED
         reason = (f'float16 gradients overflow even unscaled by step '
                   f'{loop.step} (lr {built.schedule(loop.step):g}); lower lr '
                   "or use precision='float32'")
@@ -634,7 +633,7 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
     done = train_in_chunks(built, c, workdir, log, out=out, verbose=verbose)
     loop = built.loop
     test = running = None
-    if done.status == 'interrupted':  # SIGTERM or Ctrl-C: checkpoint saved
+    if done.status == record.INTERRUPTED:  # SIGTERM or Ctrl-C: checkpoint saved
       record.write_summary(workdir, make_summary(
           c, log, done.status, done.reason, step=loop.step,
           step_times=done.step_times, wall=done.elapsed(), loop=loop))
@@ -642,7 +641,7 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
       raise Interrupted(
           f'interrupted by {signame} at step {loop.step} of {c["steps"]} '
           f'(checkpoint saved in {workdir})', signal.Signals[signame])
-    if done.status == 'done':
+    if done.status == record.DONE:
       test, running = final_eval(built, c, ds)
       log.append([test_row(loop.step, test, running, done.elapsed())])
       if verbose:
