@@ -20,7 +20,7 @@ import numbers
 import os
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, TypedDict, Union
 
 # A folder or file name as the public functions take it.
@@ -358,7 +358,8 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
   return config
 
 
-def check_same_run(old: dict[str, Any], new: dict[str, Any], workdir: PathLike) -> None:
+def check_same_run(old: dict[str, Any], new: Mapping[str, Any],
+                   workdir: PathLike) -> None:
   """Raises ValueError naming the fields in which two configs differ.
 
   `old` is what `workdir/config.json` holds; anything but a JSON object

@@ -23,7 +23,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from wrn_trax import record
 from wrn_trax import runio
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-def ready_loop(loop, light_step=True):
+def ready_loop(loop: Any, light_step: bool = True) -> None:
   """What `build_loop` does to a freshly built Loop before its first step.
 
   Places the optimizer state on the training device (`_compat`), and with
@@ -56,14 +57,16 @@ def ready_loop(loop, light_step=True):
     _compat.lighten_steps(loop)
 
 
-def default_run_name(model, dataset, recipe, seed, overrides=None):
+def default_run_name(model: str, dataset: str, recipe: str, seed: int,
+                     overrides: Optional[Mapping[str, Any]] = None) -> str:
   """A readable, stable folder name for a run, e.g. 'WRN-16-4_digits_smoke_s0'.
 
   Overridden recipe fields are appended in sorted order so that two runs with
   different settings never share a folder.
   """
   name = f'{model}_{dataset}_{recipe}_s{seed}'
-  for key in sorted(overrides or {}):
+  overrides = overrides or {}
+  for key in sorted(overrides):
     value = overrides[key]
     if isinstance(value, (list, tuple)):
       value = '-'.join(str(v) for v in value)
@@ -71,7 +74,7 @@ def default_run_name(model, dataset, recipe, seed, overrides=None):
   return name.replace('(', '').replace(')', '').replace(',', '.').replace(' ', '')
 
 
-def default_workdir(config, root='runs'):
+def default_workdir(config: Mapping[str, Any], root: str = 'runs') -> str:
   """`root/<run name>`, or the folder an older version named this run.
 
   A run made with the recipe's old name ('seed', now 'notebook') lives in
@@ -93,8 +96,10 @@ def default_workdir(config, root='runs'):
   return workdir
 
 
-def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
-                seed=0, data_dir=None, **overrides):
+def make_config(model: str = 'WRN-16-4', dataset: str = 'digits',
+                recipe: str = 'notebook', steps: Optional[int] = None,
+                seed: int = 0, data_dir: Optional[str] = None,
+                **overrides: Any) -> record.RunConfig:
   """The resolved config of a run, before the data set is loaded.
 
   Checks every argument (model name, recipe fields, data set name) so that bad
@@ -125,7 +130,7 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=Non
       overrides=overrides, **r)
 
 
-def host_preprocess(config):
+def host_preprocess(config: Mapping[str, Any]) -> str:
   """The preprocessing the host pipeline applies for a run's config.
 
   The recipe's `preprocess`, or 'raw' (uint8 batches as sliced) with
@@ -143,8 +148,11 @@ def host_preprocess(config):
 check_same_run = record.check_same_run
 
 
-def train(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
-          workdir=None, seed=0, data_dir=None, verbose=True, **overrides):
+def train(model: str = 'WRN-16-4', dataset: str = 'digits',
+          recipe: str = 'notebook', steps: Optional[int] = None,
+          workdir: Optional[str] = None, seed: int = 0,
+          data_dir: Optional[str] = None, verbose: bool = True,
+          **overrides: Any) -> dict[str, Any]:
   """Trains `model` on `dataset` with `recipe`; resumable.
 
   Args:
@@ -173,7 +181,8 @@ def train(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
   return train_config(config, workdir, verbose)
 
 
-def train_config(config, workdir=None, verbose=True):
+def train_config(config: record.RunConfig, workdir: Optional[str] = None,
+                 verbose: bool = True) -> dict[str, Any]:
   """Trains the run of a `make_config` config; what `train` does after it.
 
   `sweep` plans its members as configs and trains each through here, so a
@@ -214,7 +223,7 @@ class BuiltLoop(NamedTuple):
   schedule: Any       # step -> learning rate
 
 
-def resolve(config, ds):
+def resolve(config: record.RunConfig, ds: Any) -> record.ResolvedConfig:
   """`config` completed once the data set and the device are known.
 
   Returns a new dict: steps and learning-rate milestones in steps (from
@@ -239,7 +248,9 @@ def resolve(config, ds):
       precision_used=precision_used, precision_reason=precision_reason)
 
 
-def build_loop(config, ds, workdir, *, light_step=True, out=None):
+def build_loop(config: Mapping[str, Any], ds: Any, workdir: str, *,
+               light_step: bool = True, out: Optional[IO[str]] = None
+               ) -> BuiltLoop:
   """trax's `training.Loop` of a resolved config, restored and ready.
 
   The Loop restores `workdir`'s checkpoint if there is one (through the
@@ -267,9 +278,9 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
     raise ValueError(
         f'batch_size {c["batch_size"]} does not divide over {n_devices} '
         f'devices; pass batch_size= a multiple of {n_devices}')
-  build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
-                                    dropout=c['dropout'], mode=mode,
-                                    precision=c['precision_used'])
+  build: Callable[..., Any] = lambda mode: models.build(
+      c['model'], n_classes=ds.n_classes, dropout=c['dropout'], mode=mode,
+      precision=c['precision_used'])
   # augment='device': the preprocessing is the model's first layer, whose
   # 'train' mode crops and flips and 'eval' mode only normalises (the
   # in-training eval never augments, even with eval_bn='batch', whose
@@ -491,8 +502,9 @@ def _stop_on_signals(loop):
       signal.signal(s, h)
 
 
-def train_in_chunks(built, config, workdir, log, *, out=None,
-                    verbose=False):
+def train_in_chunks(built: BuiltLoop, config: Mapping[str, Any], workdir: str,
+                    log: 'MetricsLog', *, out: Optional[IO[str]] = None,
+                    verbose: bool = False) -> 'ChunkResult':
   """Trains `built.loop` to `config['steps']` in chunks; logs, checkpoints.
 
   Each chunk runs up to the next eval, checkpoint or 100-step mark (the
@@ -600,7 +612,8 @@ def test_row(step, test, running, seconds):
               accuracy_running_bn=running['accuracy'])
 
 
-def run_session(config, workdir, verbose=True, *, light_step=True):
+def run_session(config: record.RunConfig, workdir: str, verbose: bool = True,
+                *, light_step: bool = True) -> dict[str, Any]:
   """One training session of a run folder the caller holds the lock of.
 
   Loads the data, resolves and records the config (or checks it against
@@ -664,8 +677,13 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
     raise
 
 
-def make_summary(config, log, status, reason, step, test=None, running=None,
-                 ds=None, step_times=(), wall=None, loop=None):
+def make_summary(config: Mapping[str, Any], log: 'MetricsLog', status: str,
+                 reason: Optional[str], step: int,
+                 test: Optional[Mapping[str, Any]] = None,
+                 running: Optional[Mapping[str, Any]] = None,
+                 ds: Any = None, step_times: Sequence[float] = (),
+                 wall: Optional[float] = None,
+                 loop: Any = None) -> record.Summary:
   """The `record.Summary` of a session that ran to its end (done/diverged)."""
   c = config
   evals = [r for r in log.rows() if r['split'] == 'eval' and
