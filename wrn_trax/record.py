@@ -262,7 +262,10 @@ class Summary:
     runio.CorruptFileError naming `path` if `d` is not an object with a
     known 'status'.
     """
-    if not isinstance(d, dict) or d.get('status') not in STATUSES:
+    if not isinstance(d, dict):
+      raise runio.CorruptFileError(
+          path or 'summary.json', f'a JSON {type(d).__name__}, not an object')
+    if d.get('status') not in STATUSES:
       raise runio.CorruptFileError(
           path or 'summary.json',
           f'not a run summary (an object with a status in {STATUSES})')
