@@ -426,7 +426,7 @@ def _run_local_processes(members, verbose, slots, root):
   return summaries
 
 
-def member_env_vars(gpus_per_member: Optional[float]) -> dict[str, str]:
+def member_env_vars(gpus_per_member):
   """The environment variables a Ray member process starts with.
 
   Ray's GPU shares are bookkeeping only: four tasks of 0.25 GPU share one
