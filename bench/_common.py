@@ -86,26 +86,20 @@ class BenchRun(NamedTuple):
 
 
 def make_run(model, ds, batch_size, workdir=None, recipe=None, **overrides):
-  """The config `train.resolve` would give, minus file I/O, in a temp folder.
+  """The config `train.resolve` gives for `ds`, in a temp folder.
 
   Evals and checkpoints are pushed out of reach (every 10**9 steps, as is the
   run length) so that timed chunks are pure training steps; the first step
-  still runs trax's step-1 eval, which the warm-up absorbs. One device.
+  still runs trax's step-1 eval, which the warm-up absorbs. One device (the
+  recipes' data_parallel=False).
   """
-  from wrn_trax import precision as precision_lib  # pylint: disable=g-import-not-at-top
-  from wrn_trax import recipes  # pylint: disable=g-import-not-at-top
   from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
   big = 10**9
   recipe = recipe or recipe_for(model)
   c = train_lib.make_config(model, 'cifar10', recipe, steps=big,
                             batch_size=batch_size, eval_every=big,
                             checkpoint_every=big, **overrides)
-  steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
-  c.update(steps=steps, lr_milestone_steps=list(milestones),
-           n_classes=int(ds.n_classes), image_shape=list(ds.image_shape),
-           n_train=len(ds.train_labels), n_test=len(ds.test_labels),
-           n_devices=1,
-           precision_used=precision_lib.resolve(c['precision'], n_devices=1))
+  c = train_lib.resolve(c, ds)
   workdir = workdir or tempfile.mkdtemp(prefix='wrn_bench_')
   return BenchRun(c, workdir)
 

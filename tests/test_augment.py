@@ -244,11 +244,7 @@ def _loop_of(ds, **overrides):
   import tempfile  # pylint: disable=g-import-not-at-top
   c = train_lib.make_config(TINY, 'cifar10', 'smoke', batch_size=8,
                             **overrides)
-  steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
-  c.update(steps=steps, lr_milestone_steps=list(milestones), n_devices=1,
-           n_classes=ds.n_classes, image_shape=list(ds.image_shape),
-           precision_used=('float32' if c['precision'] == 'auto'
-                           else c['precision']))
+  c = train_lib.resolve(c, ds)  # on the CPU: one device, 'auto' is float32
   built = train_lib.build_loop(c, ds, tempfile.mkdtemp(prefix='wrn_aug_'))
   return c, built
 

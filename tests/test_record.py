@@ -182,3 +182,95 @@ def test_a_config_has_exactly_the_fields_of_the_record():
   assert resolved['steps'] == 3 and resolved['n_classes'] == 10
   assert config['steps'] == 3 and 'n_classes' not in config  # not changed
   assert set(record.VOLATILE_FIELDS) - {'verbose'} <= set(resolved)
+
+
+# ------------------------------------------------------ typed schema ----
+
+
+def test_make_config_is_a_run_config_with_every_field_typed():
+  import typing  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+  hints = typing.get_type_hints(record.RunConfig)
+  # The TypedDict is the field lists: identity plus every recipe field.
+  assert set(hints) == set(record.IDENTITY_FIELDS) | set(recipes.base())
+  assert set(typing.get_type_hints(record.ResolvedConfig)) - set(hints) == (
+      set(record.RESOLVED_FIELDS))
+  for args in (('WRN-10-1', 'digits', 'smoke'),
+               ('stock-WRN-10-1', 'cifar10', 'notebook'),
+               ('WRN-16-4', 'svhn', 'paper')):
+    config = train_lib.make_config(*args, seed=3, data_dir='/d', lr=1)
+    assert set(config) == set(hints), args
+    assert record.check_config(config) is config
+    assert isinstance(config['depth'], int) and isinstance(config['lr'], int)
+    assert isinstance(config['overrides'], dict)
+    assert config['data_dir'] == '/d' and config['seed'] == 3
+    # What config.json holds after a JSON round trip is still one.
+    record.check_config(json.loads(json.dumps(config)))
+  resolved = train_lib.resolve(config, data.from_arrays(
+      np.zeros((10, 8, 8, 3), np.uint8), np.zeros(10, np.int32),
+      np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int32), n_classes=2))
+  assert record.check_config(resolved, record.ResolvedConfig) is resolved
+  assert resolved['image_shape'] == [8, 8, 3] and resolved['n_test'] == 4
+  with pytest.raises(record.ConfigError, match='unknown field'):
+    record.check_config(resolved)  # resolved fields are not a RunConfig's
+
+
+def test_a_hand_built_config_is_refused_naming_what_is_wrong():
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+  config = train_lib.make_config('WRN-10-1', 'digits', 'smoke')
+  by_hand = {k: v for k, v in config.items() if k != 'family'}
+  with pytest.raises(record.ConfigError,
+                     match=r"missing field\(s\) \['family'\].*make_config"):
+    record.check_config(by_hand)
+  with pytest.raises(ValueError, match=r"missing field\(s\) \['family'\]"):
+    record.new_config(**by_hand)
+  bad = dict(config, depth='10', data_parallel=0, lr_milestones=['a'],
+             extra=1)
+  with pytest.raises(record.ConfigError) as e:
+    record.check_config(bad)
+  message = str(e.value)
+  assert "unknown field(s) ['extra']" in message
+  assert "depth must be an int, got '10'" in message
+  assert 'data_parallel must be True or False, got 0' in message
+  assert "lr_milestones must be a list of numbers, got ['a']" in message
+  assert 'steps' not in message  # Optional[int] holds an int
+  with pytest.raises(record.ConfigError, match='a RunConfig is a dict'):
+    record.check_config([('model', 'WRN-10-1')])
+  # resolved_config checks what it completes.
+  with pytest.raises(record.ConfigError, match=r'missing field\(s\) \['):
+    record.resolved_config(config, n_classes=10)
+
+
+# ------------------------------------------------------------ statuses ----
+
+
+def test_one_vocabulary_of_statuses():
+  assert record.STATUSES == ('done', 'diverged', 'failed', 'interrupted',
+                             'running')
+  assert set(record.FINAL_STATUSES) <= set(record.STATUSES)
+  assert runio.FINAL_STATUSES is record.FINAL_STATUSES  # its old name
+  assert record.INCOMPLETE not in record.STATUSES  # report's word, no file's
+  assert set(record.UNFINISHED_STATUSES) - {record.INCOMPLETE} <= set(
+      record.STATUSES)
+
+
+@pytest.mark.parametrize('status', ['done', 'diverged', 'failed',
+                                    'interrupted'])
+def test_the_summary_readers_are_one(tmp_path, status):
+  """record.read_summary is the reader; the others only shape its answer."""
+  from wrn_trax import report  # pylint: disable=g-import-not-at-top
+  s = record.Summary(status=status, step=7, steps=10, test_error=0.5)
+  record.write_summary(str(tmp_path), s)
+  final = status in ('done', 'diverged')
+  assert record.finished_summary(str(tmp_path)) == (s if final else None)
+  assert runio.finished_summary(str(tmp_path)) == (
+      s.to_dict() if final else None)
+  assert report.summary_row(tmp_path) == s.to_dict()
+  assert report.read_summary is report.summary_row  # its old name
+  # An unknown status is a corrupt file to every reader, not a finished run.
+  (tmp_path / 'summary.json').write_text('{"status": "great", "step": 1}')
+  with pytest.raises(runio.CorruptFileError, match='summary.json in '):
+    runio.finished_summary(str(tmp_path))
+  with pytest.warns(UserWarning, match='reported as incomplete'):
+    row = report.summary_row(tmp_path)
+  assert row['status'] == record.INCOMPLETE

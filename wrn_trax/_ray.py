@@ -37,6 +37,7 @@ import secrets
 import socket
 import time
 
+from wrn_trax import record
 from wrn_trax import runio
 
 STATE_PREFIX = '.ray-sweep-'
@@ -258,7 +259,7 @@ def member_task(run_member_abs, lock_wait_s=LOCK_WAIT_S):
     except OSError:
       seen = None
     if seen != ticket['token']:
-      return dict(status='failed', reason=(
+      return dict(status=record.FAILED, reason=(
           f'RootNotSharedError: the run root {ticket["root"]} is not the '
           f'sweep\'s storage on host {socket.gethostname()} (no marker '
           f'{os.path.join(state_dir, MARKER)} there); mount the shared file '
@@ -266,7 +267,7 @@ def member_task(run_member_abs, lock_wait_s=LOCK_WAIT_S):
     attempt = record_attempt(state_dir, ticket['index'], workdir)
     if attempt > 1 and not wait_for_run_folder(workdir, lock_wait_s):
       holder = _holder(workdir)
-      return dict(status='running', reason=(
+      return dict(status=record.RUNNING, reason=(
           f'running elsewhere: retry {attempt - 1} found {workdir} still '
           f'locked after {lock_wait_s:g} s ({holder}); its lost attempt may '
           'still be training it: rerun the sweep once it has stopped'))
@@ -376,7 +377,7 @@ def run_members(ray, remote, members, state_dir, token, root, cwd,
         m.summary = ray.get(ref)
       except ray.exceptions.RayError as e:
         m.attempts = read_attempts(state_dir, m.index) or m.attempts
-        m.summary = dict(status='failed', reason=(
+        m.summary = dict(status=record.FAILED, reason=(
             f'{type(e).__name__}: lost its node or worker '
             f'{len(m.attempts)} times (max_retries={max_retries}); rerun '
             f'the sweep to resume from its last checkpoint: '

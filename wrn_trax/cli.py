@@ -246,8 +246,9 @@ def _warning_line(command, shown, message, category, filename, lineno,
 
 def _report_failed_members(frame):
   """One stderr line per member that did not train (even with --quiet)."""
+  from wrn_trax import record  # pylint: disable=g-import-not-at-top
   for row in frame.to_dict('records'):
-    if row.get('status') in ('failed', 'running'):
+    if row.get('status') in (record.FAILED, record.RUNNING):
       print(f'wrn-trax sweep: {row["run"]}: {row["status"]}: {row["reason"]}',
             file=sys.stderr)
 

@@ -45,6 +45,7 @@ import threading
 import time
 from typing import Optional
 
+from wrn_trax import record
 from wrn_trax import runio
 
 # The step-time key: runs that agree on these take the same time per step.
@@ -123,11 +124,11 @@ def member_steps(config, n_train=None):
 def steps_trained(workdir):
   """(finished, steps trained): a 'done' summary, else the last checkpoint."""
   try:
-    summary = runio.read_json_or_none(os.path.join(workdir, 'summary.json'))
+    summary = record.read_summary(workdir)
   except runio.CorruptFileError:
     summary = None
-  if isinstance(summary, dict) and summary.get('status') == 'done':
-    return True, summary.get('step')
+  if summary is not None and summary.status == record.DONE:
+    return True, summary.step
   try:
     return False, runio.checkpoint_step(workdir)
   except runio.RunFolderError:
@@ -157,18 +158,16 @@ def measured_timings(roots):
       workdir = os.path.join(root, name)
       try:
         config = runio.read_json_or_none(os.path.join(workdir, 'config.json'))
-        summary = runio.read_json_or_none(
-            os.path.join(workdir, 'summary.json'))
+        summary = record.read_summary(workdir)
       except (OSError, runio.CorruptFileError):
         continue
-      if not (isinstance(config, dict) and isinstance(summary, dict)
-              and summary.get('status') == 'done'
-              and summary.get('median_step_seconds')
-              and summary.get('wall_seconds') and summary.get('step')):
+      if not (isinstance(config, dict) and summary is not None
+              and summary.status == record.DONE
+              and summary.median_step_seconds
+              and summary.wall_seconds and summary.step):
         continue
-      step = float(summary['median_step_seconds'])
-      overhead = max(float(summary['wall_seconds']) - summary['step'] * step,
-                     0.0)
+      step = float(summary.median_step_seconds)
+      overhead = max(float(summary.wall_seconds) - summary.step * step, 0.0)
       found.setdefault(step_key(config), []).append(
           (step, overhead, config.get('n_train')))
   timings = {}

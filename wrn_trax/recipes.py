@@ -10,7 +10,7 @@ training split is known.
 """
 import copy
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 RECIPES = ('notebook', 'paper', 'smoke')
@@ -283,7 +283,7 @@ def _check(r):
                      f'{r["loss_scale_period"]!r}')
 
 
-def resolve_steps(r: dict[str, Any], n_train: int) -> tuple[int, tuple[int, ...]]:
+def resolve_steps(r: Mapping[str, Any], n_train: int) -> tuple[int, tuple[int, ...]]:
   """Turns epochs into steps for a training split of `n_train` images.
 
   Returns:

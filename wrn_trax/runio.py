@@ -32,8 +32,14 @@ except ImportError:  # Windows: run folders are not locked there.
 
 LOCK_FILE = '.lock'
 
-# Summary statuses after which a run folder is never trained again.
-FINAL_STATUSES = ('done', 'diverged')
+
+def __getattr__(name):
+  # FINAL_STATUSES (the statuses after which a run folder is never trained
+  # again) is defined in wrn_trax.record, which imports this module.
+  if name == 'FINAL_STATUSES':
+    from wrn_trax import record  # pylint: disable=g-import-not-at-top
+    return record.FINAL_STATUSES
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class RunFolderError(ValueError):
@@ -143,19 +149,15 @@ def read_json_or_none(path):
 
 
 def finished_summary(workdir):
-  """The summary of a run folder whose run is over ('done' or 'diverged').
+  """`record.finished_summary` as a dict (kept by its old name).
 
-  None if the folder has no summary.json or its run may go on ('failed').
-  Raises CorruptFileError for a garbage summary.json.
+  The summary of a run folder whose run is over ('done' or 'diverged');
+  None if the folder has no summary.json or its run may go on. Raises
+  CorruptFileError for a garbage summary.json.
   """
-  path = os.path.join(workdir, 'summary.json')
-  try:
-    summary = read_json_object(path)
-  except FileNotFoundError:
-    return None
-  if summary and summary.get('status') in FINAL_STATUSES:
-    return summary
-  return None
+  from wrn_trax import record  # pylint: disable=g-import-not-at-top
+  summary = record.finished_summary(workdir)
+  return None if summary is None else summary.to_dict()
 
 
 def read_jsonl(path):

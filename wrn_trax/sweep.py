@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from wrn_trax import _names
 from wrn_trax import devices as devices_lib
@@ -29,6 +31,9 @@ from wrn_trax import live as live_lib
 from wrn_trax import record
 from wrn_trax import runio
 from wrn_trax import train as train_lib
+
+if TYPE_CHECKING:
+  import pandas as pd
 
 EXECUTORS = ('local', 'ray')
 # The grid's names are read in `_names`, without trax (the command line checks
@@ -46,9 +51,15 @@ _nonempty = _names.nonempty
 MEMORY_HEADROOM = 0.9
 
 
-def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
-         seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
-         steps=None, root='runs', data_dir=None, **overrides):
+def plan(widen_factors: Iterable[int] = (1, 2, 3, 4),
+         depths: Optional[Iterable[int]] = None,
+         blocks: Optional[Iterable[Union[str, Sequence[int]]]] = None,
+         dropouts: Optional[Iterable[Optional[float]]] = None,
+         seeds: Iterable[int] = (0,), family: str = 'stock',
+         dataset: str = 'cifar10', recipe: str = 'notebook',
+         steps: Optional[int] = None, root: str = 'runs',
+         data_dir: Optional[str] = None,
+         **overrides: Any) -> list[tuple[str, record.RunConfig]]:
   """The members of a sweep as (workdir, config) pairs, all checked.
 
   Each config is `train.make_config`'s, built and checked once here; the
@@ -83,12 +94,19 @@ def plan(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
   return members
 
 
-def sweep(widen_factors=(1, 2, 3, 4), depths=None, blocks=None, dropouts=None,
-          seeds=(0,), family='stock', dataset='cifar10', recipe='notebook',
-          steps=None, root='runs', executor='local', address=None,
-          data_dir=None, verbose=True, gpus_per_member=None, gpus=None,
-          max_retries=3, live='auto',
-          **overrides):
+def sweep(widen_factors: Iterable[int] = (1, 2, 3, 4),
+          depths: Optional[Iterable[int]] = None,
+          blocks: Optional[Iterable[Union[str, Sequence[int]]]] = None,
+          dropouts: Optional[Iterable[Optional[float]]] = None,
+          seeds: Iterable[int] = (0,), family: str = 'stock',
+          dataset: str = 'cifar10', recipe: str = 'notebook',
+          steps: Optional[int] = None, root: str = 'runs',
+          executor: str = 'local', address: Optional[str] = None,
+          data_dir: Optional[str] = None, verbose: Union[bool, int] = True,
+          gpus_per_member: Optional[float] = None,
+          gpus: Optional[Iterable[Union[str, int]]] = None,
+          max_retries: int = 3, live: Union[str, bool] = 'auto',
+          **overrides: Any) -> 'pd.DataFrame':
   """Trains every member of a grid and returns one row per run.
 
   The defaults are the seed study (stock trax WideResnet, k = 1..4, the seed
@@ -191,11 +209,11 @@ def _run_member(member, verbose):
   except runio.RunFolderBusyError as e:
     if verbose:
       print(f'{member["workdir"]}: running elsewhere, skipped: {e}')
-    return dict(status='running', reason=f'running elsewhere: {e}')
+    return dict(status=record.RUNNING, reason=f'running elsewhere: {e}')
   except runio.RunFolderError as e:
     if verbose:
       print(f'{member["workdir"]}: failed: {e}')
-    return dict(status='failed', reason=f'{type(e).__name__}: {e}')
+    return dict(status=record.FAILED, reason=f'{type(e).__name__}: {e}')
   except Exception as e:  # pylint: disable=broad-except
     # The session's own 'failed' summary (with its step) if it wrote one;
     # else (it failed before training, e.g. on the data) one is written.
@@ -240,7 +258,8 @@ def _require_ray():
                       "(or pip install 'ray>=2.9')") from e
 
 
-def check_gpus_per_member(gpus_per_member, executor):
+def check_gpus_per_member(gpus_per_member: Optional[float], executor: str
+                          ) -> Optional[float]:
   """`sweep`'s gpus_per_member, checked: None, a float in (0, 1] or an int.
 
   Raises ValueError for anything else (0, a negative number, 1.5, a string,
@@ -262,7 +281,9 @@ def check_gpus_per_member(gpus_per_member, executor):
 # ------------------------------------------- local: one process per GPU ----
 
 
-def local_slots(gpus_per_member=None, gpus=None):
+def local_slots(gpus_per_member: Optional[float] = None,
+                gpus: Optional[Iterable[Union[str, int]]] = None
+                ) -> list[dict[str, str]]:
   """Where the local executor runs members: one env-var dict per slot.
 
   A slot is a place for one member at a time: a GPU (the default), a share
@@ -284,9 +305,10 @@ def local_slots(gpus_per_member=None, gpus=None):
     ValueError: gpus_per_member given without GPUs, or more GPUs per member
       than there are.
   """
-  gpus = devices_lib.local_gpus() if gpus is None else [str(g) for g in gpus]
+  ids: list[str] = (devices_lib.local_gpus() if gpus is None
+                    else [str(g) for g in gpus])
   g = gpus_per_member
-  if not gpus:
+  if not ids:
     if g is not None:
       raise ValueError(
           f'gpus_per_member={g:g} but this machine shows no GPU to the local '
@@ -294,17 +316,18 @@ def local_slots(gpus_per_member=None, gpus=None):
           'the members one after another here, or pass gpus=[...]')
     return []
   if g is None or g == 1:
-    return [{'CUDA_VISIBLE_DEVICES': gpu} for gpu in gpus]
+    return [{'CUDA_VISIBLE_DEVICES': gpu} for gpu in ids]
   if g < 1:
     per_gpu = max(1, int(round(1 / g)))
     env = member_env_vars(g)
     return [dict(env, CUDA_VISIBLE_DEVICES=gpu)
-            for _ in range(per_gpu) for gpu in gpus]
-  if g > len(gpus):
+            for _ in range(per_gpu) for gpu in ids]
+  n = int(g)  # a whole number of GPUs (check_gpus_per_member)
+  if n > len(ids):
     raise ValueError(f'gpus_per_member={g} but the local executor has '
-                     f'{len(gpus)} GPU(s): {",".join(gpus)}')
-  return [{'CUDA_VISIBLE_DEVICES': ','.join(gpus[i:i + g])}
-          for i in range(0, len(gpus) - g + 1, g)]
+                     f'{len(ids)} GPU(s): {",".join(ids)}')
+  return [{'CUDA_VISIBLE_DEVICES': ','.join(ids[i:i + n])}
+          for i in range(0, len(ids) - n + 1, n)]
 
 
 # Where a local sweep keeps each member process's spec, result and log.
@@ -596,7 +619,8 @@ def _run_member_abs(cwd, member, verbose):
                           config=config), verbose)
 
 
-def members_frame(members, summaries):
+def members_frame(members: Sequence[tuple[str, Mapping[str, Any]]],
+                  summaries: Sequence[Mapping[str, Any]]) -> 'pd.DataFrame':
   """One row per member, in member order, as `report.load_runs` makes rows.
 
   The config is the run folder's config.json, or, for a member that failed

@@ -23,7 +23,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -53,7 +54,7 @@ from wrn_trax.evaluate import precise_bn_state  # noqa: F401
 from wrn_trax.evaluate import test_row
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-def ready_loop(loop, light_step=True):
+def ready_loop(loop: Any, light_step: bool = True) -> None:
   """What `build_loop` does to a freshly built Loop before its first step.
 
   Places the optimizer state on the training device (`_compat`), and with
@@ -66,14 +67,16 @@ def ready_loop(loop, light_step=True):
     _compat.lighten_steps(loop)
 
 
-def default_run_name(model, dataset, recipe, seed, overrides=None):
+def default_run_name(model: str, dataset: str, recipe: str, seed: int,
+                     overrides: Optional[Mapping[str, Any]] = None) -> str:
   """A readable, stable folder name for a run, e.g. 'WRN-16-4_digits_smoke_s0'.
 
   Overridden recipe fields are appended in sorted order so that two runs with
   different settings never share a folder.
   """
   name = f'{model}_{dataset}_{recipe}_s{seed}'
-  for key in sorted(overrides or {}):
+  overrides = overrides or {}
+  for key in sorted(overrides):
     value = overrides[key]
     if isinstance(value, (list, tuple)):
       value = '-'.join(str(v) for v in value)
@@ -81,7 +84,7 @@ def default_run_name(model, dataset, recipe, seed, overrides=None):
   return name.replace('(', '').replace(')', '').replace(',', '.').replace(' ', '')
 
 
-def default_workdir(config, root='runs'):
+def default_workdir(config: Mapping[str, Any], root: str = 'runs') -> str:
   """`root/<run name>`, or the folder an older version named this run.
 
   A run made with the recipe's old name ('seed', now 'notebook') lives in
@@ -103,8 +106,10 @@ def default_workdir(config, root='runs'):
   return workdir
 
 
-def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
-                seed=0, data_dir=None, **overrides):
+def make_config(model: str = 'WRN-16-4', dataset: str = 'digits',
+                recipe: str = 'notebook', steps: Optional[int] = None,
+                seed: int = 0, data_dir: Optional[str] = None,
+                **overrides: Any) -> record.RunConfig:
   """The resolved config of a run, before the data set is loaded.
 
   Checks every argument (model name, recipe fields, data set name) so that bad
@@ -125,7 +130,7 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=Non
   if spec.family == 'stock' and r['dropout']:
     raise ValueError('stock WideResnet has no dropout; use a paper-family '
                      f'model (e.g. {model.replace("stock-", "")}) for dropout')
-  return dict(
+  return record.new_config(
       run_name=default_run_name(model, dataset, recipe, seed, overrides),
       model=model, family=spec.family, depth=spec.depth,
       widen_factor=spec.widen_factor,
@@ -139,8 +144,11 @@ def make_config(model='WRN-16-4', dataset='digits', recipe='notebook', steps=Non
 check_same_run = record.check_same_run
 
 
-def train(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
-          workdir=None, seed=0, data_dir=None, verbose=True, **overrides):
+def train(model: str = 'WRN-16-4', dataset: str = 'digits',
+          recipe: str = 'notebook', steps: Optional[int] = None,
+          workdir: Optional[str] = None, seed: int = 0,
+          data_dir: Optional[str] = None, verbose: bool = True,
+          **overrides: Any) -> dict[str, Any]:
   """Trains `model` on `dataset` with `recipe`; resumable.
 
   Args:
@@ -169,7 +177,8 @@ def train(model='WRN-16-4', dataset='digits', recipe='notebook', steps=None,
   return train_config(config, workdir, verbose)
 
 
-def train_config(config, workdir=None, verbose=True):
+def train_config(config: record.RunConfig, workdir: Optional[str] = None,
+                 verbose: bool = True) -> dict[str, Any]:
   """Trains the run of a `make_config` config; what `train` does after it.
 
   `sweep` plans its members as configs and trains each through here, so a
@@ -181,21 +190,21 @@ def train_config(config, workdir=None, verbose=True):
   # runio.CorruptFileError naming the file before anything is written.
   if os.path.exists(config_path):
     check_same_run(runio.read_json(config_path), config, workdir)
-  summary = runio.finished_summary(workdir)
+  summary = record.finished_summary(workdir)
   if summary is None:
     # One process trains a folder at a time: a second one fails here with
     # runio.RunFolderBusyError naming the holder, having written nothing. A
     # finished run (above) needs no lock: its summary is final.
     with runio.lock_run_folder(workdir):
       # The holder may have finished the run since the check above.
-      summary = runio.finished_summary(workdir)
+      summary = record.finished_summary(workdir)
       if summary is None:
         runio.check_checkpoint(workdir)
         return run_session(config, workdir, verbose)
   if verbose:
-    print(f'{workdir}: already {summary["status"]} at step '
-          f'{summary["step"]} (test error {_pct(summary["test_error"])})')
-  return summary
+    print(f'{workdir}: already {summary.status} at step '
+          f'{summary.step} (test error {_pct(summary.test_error)})')
+  return summary.to_dict()
 
 
 def _pct(x):
@@ -210,33 +219,34 @@ class BuiltLoop(NamedTuple):
   schedule: Any       # step -> learning rate
 
 
-def resolve(config, ds):
+def resolve(config: record.RunConfig, ds: Any) -> record.ResolvedConfig:
   """`config` completed once the data set and the device are known.
 
   Returns a new dict: steps and learning-rate milestones in steps (from
   epochs where the recipe has them), the data set's sizes and image shape,
   package versions, the device and the precision 'auto' chose on it.
   """
-  c = dict(config)
-  steps, milestones = recipes.resolve_steps(c, len(ds.train_labels))
-  c['steps'], c['lr_milestone_steps'] = steps, list(milestones)
-  c['n_classes'] = int(ds.n_classes)
-  c['image_shape'] = list(ds.train_images.shape[1:])
-  c['n_train'], c['n_test'] = len(ds.train_labels), len(ds.test_labels)
-  c['versions'] = _versions()
-  c['device'], available = _device()
+  steps, milestones = recipes.resolve_steps(config, len(ds.train_labels))
+  device, available = _device()
   # One device unless data-parallel training is asked for, so that a
   # recipe's result does not depend on how many GPUs the machine has.
-  c['n_devices'] = available if c.get('data_parallel') else 1
-  # BatchNorm normalises over each device's share of the batch.
-  c['bn_batch_per_device'] = c['batch_size'] // c['n_devices']
-  c['precision_used'], c['precision_reason'] = precision_lib.explain(
-      c['precision'], n_devices=c['n_devices'],
-      raw_inputs=c['preprocess'] == 'raw')
-  return c
+  n_devices = available if config.get('data_parallel') else 1
+  precision_used, precision_reason = precision_lib.explain(
+      config['precision'], n_devices=n_devices,
+      raw_inputs=config['preprocess'] == 'raw')
+  return record.resolved_config(
+      config, steps=steps, lr_milestone_steps=list(milestones),
+      n_classes=int(ds.n_classes), image_shape=list(ds.train_images.shape[1:]),
+      n_train=len(ds.train_labels), n_test=len(ds.test_labels),
+      versions=_versions(), device=device, n_devices=n_devices,
+      # BatchNorm normalises over each device's share of the batch.
+      bn_batch_per_device=config['batch_size'] // n_devices,
+      precision_used=precision_used, precision_reason=precision_reason)
 
 
-def build_loop(config, ds, workdir, *, light_step=True, out=None):
+def build_loop(config: Mapping[str, Any], ds: Any, workdir: str, *,
+               light_step: bool = True, out: Optional[IO[str]] = None
+               ) -> BuiltLoop:
   """trax's `training.Loop` of a resolved config, restored and ready.
 
   The Loop restores `workdir`'s checkpoint if there is one (through the
@@ -264,9 +274,9 @@ def build_loop(config, ds, workdir, *, light_step=True, out=None):
     raise ValueError(
         f'batch_size {c["batch_size"]} does not divide over {n_devices} '
         f'devices; pass batch_size= a multiple of {n_devices}')
-  build = lambda mode: models.build(c['model'], n_classes=ds.n_classes,
-                                    dropout=c['dropout'], mode=mode,
-                                    precision=c['precision_used'])
+  build: Callable[..., Any] = lambda mode: models.build(
+      c['model'], n_classes=ds.n_classes, dropout=c['dropout'], mode=mode,
+      precision=c['precision_used'])
   # augment='device': the preprocessing is the model's first layer, whose
   # 'train' mode crops and flips and 'eval' mode only normalises (the
   # in-training eval never augments, even with eval_bn='batch', whose
@@ -396,7 +406,7 @@ class MetricsLog:
 
 class ChunkResult(NamedTuple):
   """What `train_in_chunks` did: how it ended and how fast it went."""
-  status: str         # 'done', 'diverged' or 'interrupted'
+  status: str         # record.DONE, DIVERGED or INTERRUPTED
   reason: Any         # why it diverged or stopped (None when done)
   start_step: int     # the step the session started from (0, or resumed)
   step_times: list    # seconds per step of each timed chunk (not the first)
@@ -465,8 +475,9 @@ def _stop_on_signals(loop):
       signal.signal(s, h)
 
 
-def train_in_chunks(built, config, workdir, log, *, out=None,
-                    verbose=False):
+def train_in_chunks(built: BuiltLoop, config: Mapping[str, Any], workdir: str,
+                    log: 'MetricsLog', *, out: Optional[IO[str]] = None,
+                    verbose: bool = False) -> 'ChunkResult':
   """Trains `built.loop` to `config['steps']` in chunks; logs, checkpoints.
 
   Each chunk runs up to the next eval, checkpoint or 100-step mark (the
@@ -487,7 +498,7 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
   step_times = []
   t_start = time.time()
   bar = _progress(steps, start_step, c['run_name'], verbose)
-  status, reason = 'done', None
+  status, reason = record.DONE, None
   with contextlib.ExitStack() as stack:
     stack.callback(bar.close)
     asked = stack.enter_context(_stop_on_signals(loop))
@@ -514,7 +525,7 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
         precision_lib.save_loss_scale(workdir, loop)
         with contextlib.redirect_stdout(out):
           loop.save_checkpoint('model')
-        status = 'interrupted'
+        status = record.INTERRUPTED
         reason = (f'{signal.Signals(asked["signum"]).name} at step '
                   f'{loop.step}; a checkpoint was saved there')
         break
@@ -524,12 +535,12 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
           loop.save_checkpoint('model')
       if not optim.tree_all_finite(loop.model.weights) or any(
           not np.isfinite(r['loss']) for r in new_rows):
-        status = 'diverged'
+        status = record.DIVERGED
         reason = (f'non-finite loss or weights by step {loop.step} '
                   f'(lr {built.schedule(loop.step):g}); lower lr')
         break
       if precision_lib.diverged(loop):  # float16: skipped steps are not
-        status = 'diverged'
+        status = record.DIVERGED
         reason = (f'float16 gradients overflow even unscaled by step '
                   f'{loop.step} (lr {built.schedule(loop.step):g}); lower lr '
                   "or use precision='float32'")
@@ -538,7 +549,8 @@ def train_in_chunks(built, config, workdir, log, *, out=None,
                      t_start)
 
 
-def run_session(config, workdir, verbose=True, *, light_step=True):
+def run_session(config: record.RunConfig, workdir: str, verbose: bool = True,
+                *, light_step: bool = True) -> dict[str, Any]:
   """One training session of a run folder the caller holds the lock of.
 
   Loads the data, resolves and records the config (or checks it against
@@ -571,7 +583,7 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
     done = train_in_chunks(built, c, workdir, log, out=out, verbose=verbose)
     loop = built.loop
     test = running = None
-    if done.status == 'interrupted':  # SIGTERM or Ctrl-C: checkpoint saved
+    if done.status == record.INTERRUPTED:  # SIGTERM or Ctrl-C: checkpoint saved
       record.write_summary(workdir, make_summary(
           c, log, done.status, done.reason, step=loop.step,
           step_times=done.step_times, wall=done.elapsed(), loop=loop))
@@ -579,7 +591,7 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
       raise Interrupted(
           f'interrupted by {signame} at step {loop.step} of {c["steps"]} '
           f'(checkpoint saved in {workdir})', signal.Signals[signame])
-    if done.status == 'done':
+    if done.status == record.DONE:
       test, running = final_eval(built, c, ds)
       log.append([test_row(loop.step, test, running, done.elapsed())])
       if verbose:
@@ -602,8 +614,13 @@ def run_session(config, workdir, verbose=True, *, light_step=True):
     raise
 
 
-def make_summary(config, log, status, reason, step, test=None, running=None,
-                 ds=None, step_times=(), wall=None, loop=None):
+def make_summary(config: Mapping[str, Any], log: 'MetricsLog', status: str,
+                 reason: Optional[str], step: int,
+                 test: Optional[Mapping[str, Any]] = None,
+                 running: Optional[Mapping[str, Any]] = None,
+                 ds: Any = None, step_times: Sequence[float] = (),
+                 wall: Optional[float] = None,
+                 loop: Any = None) -> record.Summary:
   """The `record.Summary` of a session that ran to its end (done/diverged)."""
   c = config
   evals = [r for r in log.rows() if r['split'] == 'eval' and

@@ -39,7 +39,8 @@ from wrn_trax.report.analysis import (PAPER_UNITS, compact_table, curve_keys,
 from wrn_trax.report.budget import (budget_markdown, budget_table,
                                     has_budgets, lower_envelope)
 from wrn_trax.report.io import (CONFIG_KEYS, SUMMARY_FIELDS, load_curves,
-                                load_runs, read_summary, run_row, runs_frame)
+                                load_runs, read_summary, run_row, runs_frame,
+                                summary_row)
 from wrn_trax.report.plots import (plot_curves, plot_error_vs_compute,
                                    plot_error_vs_k, plot_error_vs_params,
                                    plot_throughput_vs_k)
@@ -48,6 +49,7 @@ from wrn_trax.report.write import write_report
 __all__ = (
     'CONFIG_KEYS', 'SUMMARY_FIELDS', 'PAPER_UNITS',
     'load_runs', 'load_curves', 'read_summary', 'run_row', 'runs_frame',
+    'summary_row',
     'summarize', 'differing_columns', 'curve_keys', 'curve_stats',
     'format_table', 'compact_table', 'markdown_table',
     'plot_curves', 'plot_error_vs_k', 'plot_error_vs_params',

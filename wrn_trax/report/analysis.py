@@ -233,7 +233,7 @@ def summarize(runs: pd.DataFrame, by: Optional[Sequence[str]] = None,
   for key, group in groups:
     key = key if isinstance(key, tuple) else (key,)
     status = group['status']
-    done = group[status == 'done']
+    done = group[status == record.DONE]
     errors = done['error_pct'].dropna()
     row = dict(zip(by, key))
     row.update({
@@ -244,11 +244,10 @@ def summarize(runs: pd.DataFrame, by: Optional[Sequence[str]] = None,
         'error_pct_max': errors.max() if len(errors) else np.nan,
         'running_bn_error_pct': pd.to_numeric(
             done['error_pct_running_bn'], errors='coerce').median(),
-        'n_done': int((status == 'done').sum()),
-        'n_diverged': int((status == 'diverged').sum()),
-        'n_failed': int((status == 'failed').sum()),
-        'n_incomplete': int(status.isin(['incomplete', 'running',
-                                         'interrupted']).sum()),
+        'n_done': int((status == record.DONE).sum()),
+        'n_diverged': int((status == record.DIVERGED).sum()),
+        'n_failed': int((status == record.FAILED).sum()),
+        'n_incomplete': int(status.isin(record.UNFINISHED_STATUSES).sum()),
         'params_M': _first(group['params']) / 1e6,
         'flops_G': _first(group['flops']) / 1e9,
         'images_per_s': done['images_per_s'].median(),
@@ -267,7 +266,7 @@ def summarize(runs: pd.DataFrame, by: Optional[Sequence[str]] = None,
 
 def _seed_stats(runs, value, by):
   """Median/min/max of `value` over done seeds per configuration `by`."""
-  done = runs[runs['status'] == 'done'].dropna(subset=[value])
+  done = runs[runs['status'] == record.DONE].dropna(subset=[value])
   if done.empty:
     return pd.DataFrame(columns=by + [f'{value}_{s}'
                                       for s in ('median', 'min', 'max')]

@@ -26,6 +26,8 @@ No trax, jax, TensorFlow or matplotlib.
 import numpy as np
 import pandas as pd
 
+from wrn_trax import record
+
 # FLOPs of one training image per forward multiply-add: 2 FLOPs per
 # multiply-add, times 3 for forward + backward (the backward ~2x the forward).
 TRAIN_FLOPS_PER_MAC = 3 * 2
@@ -44,7 +46,7 @@ TABLE_COLUMNS = ('steps', 'epochs', 'model', 'widen_factor', 'n_seeds',
 
 
 def _done(runs):
-  runs = runs[runs['status'] == 'done']
+  runs = runs[runs['status'] == record.DONE]
   return runs.dropna(subset=['error_pct', 'steps'])
 
 

@@ -17,6 +17,7 @@ jax, TensorFlow or matplotlib.
 import os
 import pathlib
 import warnings
+from typing import Any
 
 import pandas as pd
 
@@ -135,32 +136,38 @@ def load_runs(root: 'str | os.PathLike[str]') -> pd.DataFrame:
     except (OSError, runio.CorruptFileError) as e:
       warnings.warn(f'skipping the run in {run_dir}: {e}')
       continue
-    rows.append(run_row(config, read_summary(run_dir), run_dir))
+    rows.append(run_row(config, summary_row(run_dir), run_dir))
   if not rows:
     raise FileNotFoundError(
         f'No readable runs under {str(root)!r}: {_HOW_TO_MAKE_RUNS}.')
   return runs_frame(rows)
 
 
-def read_summary(run_dir):
+def summary_row(run_dir: 'str | os.PathLike[str]') -> dict[str, Any]:
   """summary.json of a run folder as a dict, as `load_runs` reads it.
 
+  Read by `wrn_trax.record.read_summary` (every field of `record.Summary`).
   A folder without one (or with an unreadable one, warned about) gets status
-  'incomplete' and the last step metrics.jsonl logged.
+  'incomplete' (`record.INCOMPLETE`) and the last step metrics.jsonl logged.
   """
   run_dir = pathlib.Path(run_dir)
-  summary_path = run_dir / 'summary.json'
   reason = 'no summary.json'
-  if summary_path.is_file():
-    try:
-      return _read_json(summary_path)
-    except (OSError, runio.CorruptFileError) as e:
-      warnings.warn(f'{e} (the run in {run_dir} is reported as incomplete)')
-      reason = 'unreadable summary.json'
+  try:
+    summary = record.read_summary(run_dir)
+  except (OSError, runio.CorruptFileError) as e:
+    warnings.warn(f'{e} (the run in {run_dir} is reported as incomplete)')
+    reason = 'unreadable summary.json'
+  else:
+    if summary is not None:
+      return summary.to_dict()
   steps = [r['step'] for r in _read_jsonl(run_dir / 'metrics.jsonl')
            if isinstance(r, dict) and r.get('step') is not None]
-  return {'status': 'incomplete', 'reason': reason,
+  return {'status': record.INCOMPLETE, 'reason': reason,
           'step': max(steps) if steps else None}
+
+
+# Its old name (a dict, unlike `record.read_summary`'s Summary).
+read_summary = summary_row
 
 
 def run_row(config, summary, run_dir):

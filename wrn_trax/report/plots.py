@@ -10,6 +10,7 @@ the curves' `error` (a fraction by the metrics.jsonl contract) is scaled by
 import numpy as np
 import pandas as pd
 
+from wrn_trax import record
 from wrn_trax.report.analysis import (_config_columns, _seed_stats,
                                       curve_keys, curve_stats,
                                       differing_columns)
@@ -208,7 +209,7 @@ def plot_error_vs_k(runs, ax=None):
   label_columns = _errorbars(ax, 'widen_factor', stats, 'error_pct',
                              _SERIES_KEYS)
   _k_axis(ax, stats, 'test error (%)')
-  _legend(ax, runs[runs['status'] == 'done'], label_columns)
+  _legend(ax, runs[runs['status'] == record.DONE], label_columns)
   return fig
 
 
@@ -232,7 +233,7 @@ def plot_error_vs_params(runs, ax=None):
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel('parameters (millions)')
   ax.set_ylabel('test error (%)')
-  _legend(ax, runs[runs['status'] == 'done'], label_columns)
+  _legend(ax, runs[runs['status'] == record.DONE], label_columns)
   return fig
 
 
@@ -248,7 +249,7 @@ def plot_throughput_vs_k(runs, ax=None):
   label_columns = _errorbars(ax, 'widen_factor', stats, 'images_per_s',
                              _SERIES_KEYS + ('device', 'batch_size'))
   _k_axis(ax, stats, 'images / s (training)')
-  _legend(ax, runs[runs['status'] == 'done'], label_columns)
+  _legend(ax, runs[runs['status'] == record.DONE], label_columns)
   return fig
 
 

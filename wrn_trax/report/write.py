@@ -3,6 +3,7 @@ import os
 import pathlib
 from typing import Any
 
+from wrn_trax import record
 from wrn_trax import runio
 from wrn_trax.report.analysis import (_FORMATS, _format_cell, format_table,
                                       markdown_table, summarize)
@@ -164,7 +165,7 @@ def _readme(root, runs, table, figures, budget_md=None):
               '(error_vs_compute.png)', '']
   for name, title in figures:
     lines += [f'## {title}', '', f'![{title}]({name})', '']
-  unfinished = runs[runs['status'] != 'done']
+  unfinished = runs[runs['status'] != record.DONE]
   if len(unfinished):
     lines += ['## Runs not done', '',
               markdown_table(unfinished[[c for c in ('run', 'status',
