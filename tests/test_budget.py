@@ -204,6 +204,28 @@ def test_plot_error_vs_compute_one_line_per_width_and_envelope(root):
   np.testing.assert_allclose(envelope.get_ydata(), on['error_pct_median'])
 
 
+def test_error_vs_compute_labels_only_1_2_5_ticks_briefly(root):
+  """Within a decade or two, matplotlib's default labels the minor ticks of
+  a log axis as '2 x 10^12' and neighbours overlap (they did in
+  results/cifar10-budget); ours label 1, 2 and 5 x 10^n as '2e12'."""
+  table = report.budget_table(report.load_runs(root))
+  fig = report.plot_error_vs_compute(table)
+  ax = fig.axes[0]
+  ax.set_xlim(2e12, 7e13)
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  canvas = FigureCanvasAgg(fig)
+  canvas.draw()
+  inside = [t for t in ax.get_xticklabels()
+            if t.get_text() and 2e12 <= t.get_position()[0] <= 7e13]
+  assert [t.get_text() for t in inside] == [
+      '2e12', '5e12', '1e13', '2e13', '5e13']
+  assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
+  renderer = canvas.get_renderer()
+  boxes = [t.get_window_extent(renderer) for t in inside]
+  for left, right in zip(boxes, boxes[1:]):
+    assert left.x1 < right.x0
+
+
 @pytest.mark.slow
 def test_budget_table_from_real_digits_runs(tmp_path):
   """2 budgets x 2 widths x 2 seeds of real smoke trainings on digits."""

@@ -262,6 +262,24 @@ def _k_axis(ax, stats, ylabel):
     ax.set_xticks(ks)
 
 
+def _flops_label(value, _=None):
+  """'2e12' for 2 x 10^12: short enough that neighbouring ticks never touch."""
+  mantissa, exponent = f'{value:.0e}'.split('e')
+  return f'{mantissa}e{int(exponent)}'
+
+
+def _flops_ticks(ax):
+  """A log axis labelled at 1, 2 and 5 x 10^n only, with short labels.
+
+  matplotlib's default labels the minor ticks too when a log axis spans less
+  than a decade or two, as '2 x 10^12', and neighbours overlap.
+  """
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+  ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(_flops_label))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def plot_error_vs_compute(table, ax=None):
   """Test error (%) against training FLOPs (log), one line per width.
 
@@ -306,6 +324,7 @@ def plot_error_vs_compute(table, ax=None):
               label=envelope_label, zorder=5)
       envelope_label = None
   ax.set_xscale('log')
+  _flops_ticks(ax)
   ax.set_xlabel('training FLOPs (estimate: 3 x forward FLOPs x images)')
   ax.set_ylabel('test error (%), median over seeds (bars: min-max)')
   if len(data):
