@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 
-from wrn_trax import cli
 from wrn_trax import recipes
 from wrn_trax import runio
 from wrn_trax import train as train_lib
@@ -257,13 +256,6 @@ def test_recipe_fields_accept_their_kinds(field, value):
   recipes.get('smoke', 'digits', **{field: value})
 
 
-def _cli(argv, capsys):
-  with pytest.raises(SystemExit) as e:
-    cli.main(argv)
-  err = capsys.readouterr().err
-  return e.value.code, err
-
-
 @pytest.mark.parametrize('pairs, match', [
     (['lr=abc'], "recipe field lr must be a number (the smoke recipe has "
                  "0.003), got 'abc'"),
@@ -273,32 +265,32 @@ def _cli(argv, capsys):
     (['seed=1'], 'seed is not a recipe field; use --seed'),
     (['steps=3'], '--steps 2 and --set steps=3 disagree'),
 ])
-def test_cli_bad_set_is_one_error_line(tmp_path, capsys, pairs, match):
+def test_cli_bad_set_is_one_error_line(tmp_path, run_cli, pairs, match):
   workdir = tmp_path / 'run'
   argv = ['train', '--workdir', str(workdir)] + CLI_ARGS
   for pair in pairs:
     argv += ['--set', pair]
-  code, err = _cli(argv, capsys)
+  code, _, err = run_cli(argv)
   assert code == 2
   assert err.startswith('wrn-trax train: error: ')
   assert match in err and err.count('\n') == 1
   assert not workdir.exists()
 
 
-def test_cli_corrupt_checkpoint_and_busy_folder(tmp_path, capsys, holder):
+def test_cli_corrupt_checkpoint_and_busy_folder(tmp_path, run_cli, holder):
   workdir = _run_folder(tmp_path)
   _fake_checkpoint(workdir)
   _truncate(workdir / 'model.pkl.gz')
   before = _snapshot(workdir)
   argv = ['train', '--workdir', str(workdir)] + CLI_ARGS
-  code, err = _cli(argv, capsys)
+  code, _, err = run_cli(argv)
   assert code == 2 and err.count('\n') == 1
   assert f'error: model.pkl.gz in {workdir} is truncated or unreadable' in err
   assert _snapshot(workdir) == before
 
   child = holder(workdir)
   before = _snapshot(workdir)
-  code, err = _cli(argv, capsys)
+  code, _, err = run_cli(argv)
   assert code == 2 and err.count('\n') == 1
   assert f'is being trained by another process (pid {child.pid} on ' in err
   assert _snapshot(workdir) == before
@@ -306,7 +298,7 @@ def test_cli_corrupt_checkpoint_and_busy_folder(tmp_path, capsys, holder):
   sweep_argv = ['sweep', '--root', str(tmp_path / 'runs'), '--set', 'lr=abc',
                 '--widen-factors', '1', '--depths', '10', '--family', 'paper',
                 '--dataset', 'digits', '--recipe', 'smoke', '--quiet']
-  code, err = _cli(sweep_argv, capsys)
+  code, _, err = run_cli(sweep_argv)
   assert code == 2 and 'lr must be a number' in err
   assert not (tmp_path / 'runs').exists()
 
