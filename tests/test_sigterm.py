@@ -110,3 +110,51 @@ def test_signal_saves_a_checkpoint_and_rerun_resumes(tmp_path, python, subproces
   assert summary.status == 'done' and summary.step == STEPS
   steps = [row['step'] for row in _train_rows(workdir)]
   assert steps == sorted(set(steps)) and steps[-1] == STEPS
+
+
+def _stop_at(signal_step, tmp_path):
+  """Trains in-process, sending this process SIGTERM during `signal_step`.
+
+  Returns the chunk result, the log's train rows and every step's loss.
+  """
+  from wrn_trax import data  # pylint: disable=g-import-not-at-top
+  from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+  ds = data.load('digits')
+  c = train_lib.make_config(TINY, 'digits', 'smoke', steps=10, eval_every=4,
+                            checkpoint_every=1000)
+  c = train_lib.resolve(c, ds)
+  workdir = str(tmp_path / 'run')
+  built = train_lib.build_loop(c, ds, workdir)
+  losses = {}
+  run_one_step = built.loop._run_one_step  # pylint: disable=protected-access
+
+  def step_then_signal(*args, **kwargs):
+    loss, metrics = run_one_step(*args, **kwargs)
+    losses[built.loop.step] = float(loss)
+    if built.loop.step == signal_step:
+      os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, mid-chunk
+    return loss, metrics
+
+  built.loop._run_one_step = step_then_signal  # pylint: disable=protected-access
+  log = train_lib.MetricsLog(os.path.join(workdir, 'metrics.jsonl'), c,
+                             built.schedule)
+  done = train_lib.train_in_chunks(built, c, workdir, log)
+  return done, _train_rows(workdir), losses
+
+
+def test_a_stop_between_trax_logs_writes_the_train_row_of_its_step(tmp_path):
+  # trax logs the training loss at eval steps (1, 4, 8, 10); a stop at step
+  # 3 would leave steps 2-3 out of the log although the checkpoint has them.
+  done, rows, losses = _stop_at(3, tmp_path)
+  assert done.status == record.INTERRUPTED and 'SIGTERM at step 3' in done.reason
+  assert [r['step'] for r in rows] == [1, 3]
+  assert rows[-1]['loss'] == pytest.approx((losses[2] + losses[3]) / 2, rel=1e-5)
+  assert rows[0]['loss'] == pytest.approx(losses[1], rel=1e-5)
+  assert runio.load_checkpoint_dict(str(tmp_path / 'run' / 'model.pkl.gz'))['step'] == 3
+
+
+def test_a_stop_on_a_logged_step_adds_no_second_row(tmp_path):
+  done, rows, losses = _stop_at(4, tmp_path)  # the chunk 2-4 ends first
+  assert done.status == record.INTERRUPTED and 'SIGTERM at step 4' in done.reason
+  assert [r['step'] for r in rows] == [1, 4]
+  assert rows[-1]['loss'] == pytest.approx(sum(losses[s] for s in (2, 3, 4)) / 3, rel=1e-5)

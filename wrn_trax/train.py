@@ -384,15 +384,35 @@ class MetricsLog:
         if (step, split) in self.logged:
           continue
         self.logged.add((step, split))
-        row = dict(step=step, split=split, loss=by_step[step].get('loss'),
-                   accuracy=by_step[step].get('accuracy'),
-                   lr=float(self.schedule(step)), seconds=round(elapsed, 3),
-                   images_per_s=ips if split == 'train' else None)
+        row = self._row(step, split, by_step[step].get('loss'),
+                        by_step[step].get('accuracy'), elapsed, ips)
         if split == 'eval':
           row['bn'] = self.eval_bn
         rows.append(row)
     rows.sort(key=lambda r: (r['step'], r['split'] != 'train'))
     return rows
+
+  def _row(self, step, split, loss, accuracy, elapsed, ips):
+    return dict(step=step, split=split, loss=loss, accuracy=accuracy,
+                lr=float(self.schedule(step)), seconds=round(elapsed, 3),
+                images_per_s=ips if split == 'train' else None)
+
+  def stop_row(self, step, losses, elapsed, step_times):
+    """The 'train' row of a run stopped at `step` between trax's logs.
+
+    trax logs the mean training loss only at eval steps; a run stopped in
+    between would leave its last steps out of the log, although the
+    checkpoint holds them. `losses` are the step losses since the last
+    logged train row; the row gives their mean, as trax's rows do. None
+    when `step` already has its row or no step ran since.
+    """
+    if (step, 'train') in self.logged or not losses:
+      return None
+    self.logged.add((step, 'train'))
+    median = float(np.median(step_times)) if step_times else None
+    ips = self.batch_size / median if median else None
+    loss = float(np.mean([np.mean(np.asarray(l)) for l in losses]))
+    return self._row(step, 'train', loss, None, elapsed, ips)
 
   def append(self, rows):
     runio.append_jsonl(self.path, rows)
@@ -443,9 +463,11 @@ def _stop_on_signals(loop):
   for it, so the loop's step, weights and slots agree and can be saved. A
   second signal interrupts at once, as Ctrl-C did before. Handlers are
   installed only in the main thread (Python allows no other) and restored
-  on exit. Yields a dict whose 'signum' is the signal received, or None.
+  on exit. Yields a dict whose 'signum' is the signal received, or None,
+  and whose 'losses' maps each step run to its loss (for
+  `MetricsLog.stop_row`; the caller drops the steps trax has logged).
   """
-  asked = {'signum': None}
+  asked = {'signum': None, 'losses': {}}
   if threading.current_thread() is not threading.main_thread():
     yield asked
     return
@@ -462,7 +484,9 @@ def _stop_on_signals(loop):
     if asked['signum'] is not None:
       loop._step -= 1  # pylint: disable=protected-access
       raise _StopRequested
-    return run_one_step(*args, **kwargs)
+    loss, metrics = run_one_step(*args, **kwargs)
+    asked['losses'][loop.step] = loss  # a device array: no sync here
+    return loss, metrics
 
   previous = {s: signal.signal(s, handler)
               for s in (signal.SIGTERM, signal.SIGINT)}
@@ -521,7 +545,15 @@ def train_in_chunks(built: BuiltLoop, config: Mapping[str, Any], workdir: str,
       new_rows = log.rows_from_history(
           loop, seconds0 + time.time() - t_start, step_times)
       log.append(new_rows)
+      logged = [r['step'] for r in new_rows if r['split'] == 'train']
+      if logged:  # trax logged these steps' mean loss
+        asked['losses'] = {s: l for s, l in asked['losses'].items()
+                           if s > max(logged)}
       if asked['signum'] is not None:  # SIGTERM or Ctrl-C: save, then stop
+        row = log.stop_row(loop.step, list(asked['losses'].values()),
+                           seconds0 + time.time() - t_start, step_times)
+        if row:
+          log.append([row])
         precision_lib.save_loss_scale(workdir, loop)
         with contextlib.redirect_stdout(out):
           loop.save_checkpoint('model')
