@@ -119,9 +119,9 @@ def _stop_at(signal_step, tmp_path):
   """
   from wrn_trax import data  # pylint: disable=g-import-not-at-top
   from wrn_trax import train as train_lib  # pylint: disable=g-import-not-at-top
+
   ds = data.load('digits')
-  c = train_lib.make_config(TINY, 'digits', 'smoke', steps=10, eval_every=4,
-                            checkpoint_every=1000)
+  c = train_lib.make_config(TINY, 'digits', 'smoke', steps=10, eval_every=4, checkpoint_every=1000)
   c = train_lib.resolve(c, ds)
   workdir = str(tmp_path / 'run')
   built = train_lib.build_loop(c, ds, workdir)
@@ -136,8 +136,7 @@ def _stop_at(signal_step, tmp_path):
     return loss, metrics
 
   built.loop._run_one_step = step_then_signal  # pylint: disable=protected-access
-  log = train_lib.MetricsLog(os.path.join(workdir, 'metrics.jsonl'), c,
-                             built.schedule)
+  log = train_lib.MetricsLog(os.path.join(workdir, 'metrics.jsonl'), c, built.schedule)
   done = train_lib.train_in_chunks(built, c, workdir, log)
   return done, _train_rows(workdir), losses
 
