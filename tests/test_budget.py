@@ -4,8 +4,10 @@ the run folders, the lower envelope, the report files, one budget left alone.
 Run folders are written through the run record (`wrn_trax.record`), as
 `train` writes them; the slow test trains real tiny digits runs.
 """
+import dataclasses
 import json
 import os
+import shutil
 import statistics
 
 import numpy as np
@@ -189,6 +191,80 @@ def test_write_report_adds_the_budget_files(root, tmp_path):
   assert (rows[20][best].strip(), rows[80][best].strip()) == ('k=1', 'k=2')
   readme = (out / 'README.md').read_text()
   assert 'Best width by budget' in readme and 'error_vs_compute.png' in readme
+
+
+def _budget_columns(table):
+  return table[['steps', 'widen_factor', 'n_seeds', 'error_pct_median', 'error_pct_min',
+                'error_pct_max', 'train_flops', 'seconds_median', 'best', 'envelope']]
+
+
+def test_a_reports_runs_csv_stands_in_for_lost_run_folders(root, tmp_path_factory):
+  out = tmp_path_factory.mktemp('first_report')
+  report.write_report(root, out=str(out), paper=False)
+  before = report.budget_table(report.load_runs(root))
+  # The k=2 folders are lost (a reset machine); k=1's are still there.
+  for name in os.listdir(root):
+    if name.startswith('WRN-10-2_'):
+      shutil.rmtree(os.path.join(root, name))
+  assert report.budget_table(report.load_runs(root))['widen_factor'].nunique() == 1
+  runs = report.load_runs([root, out / 'runs.csv'])
+  assert len(runs) == len(ERRORS)
+  from_table = runs[runs['path'] == str(out / 'runs.csv')]
+  assert sorted(from_table['widen_factor']) == [2, 2, 2, 2]
+  pd.testing.assert_frame_equal(
+    _budget_columns(report.budget_table(runs)), _budget_columns(before), check_dtype=False
+  )
+  # Curves come from the folders only.
+  curves_runs = set(report.load_curves([root, out / 'runs.csv'])['run'])
+  assert not any(r.startswith('WRN-10-2_') for r in curves_runs)
+
+
+def test_a_run_folder_wins_over_the_table_row_of_the_same_run(root, tmp_path_factory):
+  out = tmp_path_factory.mktemp('first_report')
+  report.write_report(root, out=str(out), paper=False)
+  name = 'WRN-10-1_digits_smoke_s0_steps20'
+  summary = record.read_summary(os.path.join(root, name))
+  record.write_summary(os.path.join(root, name), dataclasses.replace(summary, test_error=0.10))
+  for order in ([root, out / 'runs.csv'], [out / 'runs.csv', root]):
+    runs = report.load_runs(order)
+    row = runs[runs['run'] == name]
+    assert len(row) == 1 and row['error_pct'].item() == pytest.approx(10.0)
+
+
+def test_report_cli_reads_folders_and_tables(root, tmp_path_factory, run_cli):
+  first = tmp_path_factory.mktemp('first_report')
+  assert run_cli(['report', '--root', root, '--out', str(first)])[0] == 0
+  for name in os.listdir(root):
+    if name.startswith('WRN-10-2_'):
+      shutil.rmtree(os.path.join(root, name))
+  second = tmp_path_factory.mktemp('second_report')
+  code, out, err = run_cli(
+    ['report', '--root', root, str(first / 'runs.csv'), '--out', str(second)]
+  )
+  assert code == 0, err
+  assert 'Best width by budget' in out
+  pd.testing.assert_frame_equal(
+    pd.read_csv(second / 'best_width_by_budget.csv'),
+    pd.read_csv(first / 'best_width_by_budget.csv'),
+  )
+  assert str(first / 'runs.csv') in (second / 'README.md').read_text()
+
+
+@pytest.mark.parametrize(
+  'text, message',
+  [('a,b\n1,2\n', 'has no column run, status, test_error'), ('', 'is not a runs table')],
+)
+def test_a_file_that_is_no_runs_table_is_a_clear_error(tmp_path, run_cli, text, message):
+  table = tmp_path / 'runs.csv'
+  table.write_text(text)
+  with pytest.raises(ValueError, match=message):
+    report.load_runs([table])
+  code, out, err = run_cli(['report', '--root', str(table), '--out', str(tmp_path / 'o')])
+  assert code == 2 and 'Traceback' not in err
+  assert err.startswith('wrn-trax report: error:') and message in err
+  assert not (tmp_path / 'o').exists()
+  code, _, err = run_cli(['report', '--root', str(tmp_path / 'gone.csv')])
+  assert code == 2 and 'No runs table at' in err
 
 
 def test_plot_error_vs_compute_one_line_per_width_and_envelope(root):

@@ -195,7 +195,9 @@ def parser():
                      description='Reads every run folder under --root and '
                      'writes CSV/Markdown/HTML tables, PNG plots and a '
                      'README to --out.')
-  p.add_argument('--root', default='runs')
+  p.add_argument('--root', nargs='+', default=['runs'],
+                 help='folders of run folders, and runs.csv tables of earlier '
+                 'reports whose run folders are gone (default: runs)')
   p.add_argument('--out', default='results')
   return top
 

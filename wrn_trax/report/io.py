@@ -14,10 +14,11 @@ and `test_error_running_bn` and metrics.jsonl's `accuracy` are fractions in
 Imports pandas, numpy, `wrn_trax.runio` and `wrn_trax.record` only: no trax,
 jax, TensorFlow or matplotlib.
 """
+import ast
 import os
 import pathlib
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -112,11 +113,73 @@ def _fraction_to_pct(values, what, names=None):
   return 100.0 * values
 
 
-def load_runs(root: 'str | os.PathLike[str]') -> pd.DataFrame:
+def _sources(root):
+  """`root` as a list of sources: run folder roots and runs.csv tables."""
+  if isinstance(root, (str, os.PathLike)):
+    return [pathlib.Path(root)]
+  sources = [pathlib.Path(r) for r in root]
+  if not sources:
+    raise FileNotFoundError(f'No run folder root given: {_HOW_TO_MAKE_RUNS}.')
+  return sources
+
+
+def _is_table(source):
+  return source.suffix == '.csv' and not source.is_dir()
+
+
+def _cell(value):
+  """A runs.csv cell as load_runs had it: NaN -> None, '(1, 2)' -> (1, 2)."""
+  if isinstance(value, float) and value != value:  # NaN: an empty cell
+    return None
+  if isinstance(value, str) and value[:1] in '([' and value[-1:] in ')]':
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      return value
+    return tuple(parsed) if isinstance(parsed, list) else parsed
+  return value
+
+
+def _table_rows(table):
+  """The rows of a report's runs.csv (`write_report`), as `run_row` makes.
+
+  A table keeps a report's runs when their folders are gone (a finished
+  Colab session, a machine that was reset): only the summary and config
+  columns travel, no curves.
+  """
+  if not table.is_file():
+    raise FileNotFoundError(
+        f'No runs table at {str(table)!r}: pass a runs.csv that '
+        '`wrn-trax report` wrote, or a folder of run folders.')
+  try:
+    frame = pd.read_csv(table)
+  except (pd.errors.ParserError, pd.errors.EmptyDataError,
+          UnicodeDecodeError) as e:
+    raise ValueError(f'{table} is not a runs table ({e}); pass the runs.csv '
+                     'that `wrn-trax report` wrote') from None
+  missing = [c for c in ('run', 'status', 'test_error') if c not in frame]
+  if missing:
+    raise ValueError(f'{table} is not a runs table: it has no column '
+                     f'{", ".join(missing)}; pass the runs.csv that '
+                     '`wrn-trax report` wrote')
+  rows = []
+  for record_ in frame.to_dict('records'):
+    row = {k: _cell(v) for k, v in record_.items()
+           if k not in _FRACTION_TO_PCT.values()}  # derived again
+    row['path'] = str(table)
+    rows.append(row)
+  return rows
+
+
+def load_runs(root: 'str | os.PathLike[str] | Sequence[str | os.PathLike[str]]'
+              ) -> pd.DataFrame:
   """One row per run folder under `root`: config + summary columns.
 
   Args:
-    root: folder holding one sub-folder per run.
+    root: folder holding one sub-folder per run; or a list of such folders
+      and runs.csv tables that `write_report` wrote (the runs of an earlier
+      report whose folders are gone). A run (by folder name) found in a
+      folder is read from there; else from the last table that has it.
 
   Returns:
     DataFrame with every config.json field (nested ones dotted, e.g.
@@ -129,14 +192,22 @@ def load_runs(root: 'str | os.PathLike[str]') -> pd.DataFrame:
   Raises:
     FileNotFoundError: `root` is missing or holds no run folders.
   """
-  rows = []
-  for run_dir in _run_dirs(root):
-    try:
-      config = _read_json(run_dir / 'config.json')
-    except (OSError, runio.CorruptFileError) as e:
-      warnings.warn(f'skipping the run in {run_dir}: {e}')
+  from_folders: dict[str, dict[str, Any]] = {}
+  from_tables: dict[str, dict[str, Any]] = {}
+  for source in _sources(root):
+    if _is_table(source):
+      from_tables.update((row['run'], row) for row in _table_rows(source))
       continue
-    rows.append(run_row(config, summary_row(run_dir), run_dir))
+    for run_dir in _run_dirs(source):
+      try:
+        config = _read_json(run_dir / 'config.json')
+      except (OSError, runio.CorruptFileError) as e:
+        warnings.warn(f'skipping the run in {run_dir}: {e}')
+        continue
+      row = run_row(config, summary_row(run_dir), run_dir)
+      from_folders.setdefault(row['run'], row)
+  rows = list(from_folders.values()) + [
+      row for run, row in from_tables.items() if run not in from_folders]
   if not rows:
     raise FileNotFoundError(
         f'No readable runs under {str(root)!r}: {_HOW_TO_MAKE_RUNS}.')
@@ -213,11 +284,13 @@ def runs_frame(rows, sort=True):
   return runs[first + rest].reset_index(drop=True)
 
 
-def load_curves(root: 'str | os.PathLike[str]') -> pd.DataFrame:
+def load_curves(root: 'str | os.PathLike[str] | Sequence[str | os.PathLike[str]]'
+                ) -> pd.DataFrame:
   """Every logged metric of every run under `root`, in long form.
 
   Args:
-    root: folder holding one sub-folder per run.
+    root: folder holding one sub-folder per run, or a list as `load_runs`
+      takes (runs.csv tables hold no curves: their runs have none here).
 
   Returns:
     DataFrame with columns run, step, split, metric, value. Metrics are the
@@ -229,7 +302,9 @@ def load_curves(root: 'str | os.PathLike[str]') -> pd.DataFrame:
     FileNotFoundError: `root` is missing or holds no run folders.
   """
   frames = []
-  for run_dir in _run_dirs(root):
+  run_dirs = [d for source in _sources(root) if not _is_table(source)
+              for d in _run_dirs(source)]
+  for run_dir in run_dirs:
     records = [r for r in _read_jsonl(run_dir / 'metrics.jsonl')
                if isinstance(r, dict)]
     if records:

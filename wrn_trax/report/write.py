@@ -65,7 +65,8 @@ def write_report(root: 'str | os.PathLike[str]',
   """Reads the runs under `root` and writes tables, plots and a README.
 
   Args:
-    root: folder of run folders.
+    root: folder of run folders, or a list of such folders and runs.csv
+      tables of earlier reports (`load_runs`; a table's runs have no curves).
     out: output folder (created if missing).
     paper: passed to `summarize` (None: the paper's figures from
       `wrn_trax.models.paper_networks()`, in percent).
@@ -132,6 +133,12 @@ _BUDGET_NOTE = (
     'point of at most its compute.')
 
 
+def _sources_text(root):
+  if isinstance(root, (str, os.PathLike)):
+    return f'`{root}`'
+  return ' and '.join(f'`{r}`' for r in root)
+
+
 def _readme(root, runs, table, figures, budget_md=None):
   """Markdown README of a report: provenance, the table, the plots."""
   counts = runs['status'].value_counts()
@@ -139,7 +146,7 @@ def _readme(root, runs, table, figures, budget_md=None):
   lines = [
       '# WRN sweep report',
       '',
-      f'Runs read from `{root}`: {len(runs)} runs ({statuses}).',
+      f'Runs read from {_sources_text(root)}: {len(runs)} runs ({statuses}).',
       '',
       'Test error in percent on the full test split; median, mean and std '
       'over seeds of finished runs (the paper reports the median of 5 runs). '
