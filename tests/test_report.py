@@ -658,3 +658,38 @@ def test_curve_stats_splits_configs_on_any_config_column(tmp_path):
   ax = report.plot_curves(curves, runs, 'loss', 'train').axes[0]
   labels = sorted(t.get_text() for t in ax.get_legend().get_texts())
   assert labels == ['lr=0.05', 'lr=0.1']
+
+
+def test_budget_curves_name_width_and_steps_and_shade_budgets(tmp_path):
+  """A budget sweep's legend says 'k=1, steps=50', not the milestones and
+  overrides that follow from steps; a width's budgets are shades of its
+  color, lightest for the shortest, and the widths keep their own hues."""
+  import colorsys
+
+  from matplotlib import colors
+  for k in (1, 2):
+    for steps in (100, 50):
+      for seed in (0, 1):
+        name = f'wrn-16-{k}-steps{steps}-s{seed}'
+        config = _config(name, k, seed, steps=steps,
+                         lr_milestone_steps=[steps // 2, 3 * steps // 4],
+                         overrides={'steps': steps})
+        summary = dict(_summary(k, 0.2, step=steps), steps=steps)
+        _write_run(tmp_path, name, config, _metrics(0.2, last_step=steps),
+                   summary)
+  runs, curves = report.load_runs(tmp_path), report.load_curves(tmp_path)
+  ax = report.plot_curves(curves, runs).axes[0]
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert sorted(labels) == ['k=1, steps=100', 'k=1, steps=50',
+                            'k=2, steps=100', 'k=2, steps=50']
+  hls = {label: colorsys.rgb_to_hls(*colors.to_rgb(line.get_color()))
+         for label, line in zip(labels, ax.lines)}
+  for k in (1, 2):
+    short, long = hls[f'k={k}, steps=50'], hls[f'k={k}, steps=100']
+    assert short[0] == pytest.approx(long[0], abs=0.02)  # one hue per width
+    assert short[1] > long[1] + 0.2  # the shorter budget is lighter
+  assert abs(hls['k=1, steps=100'][0] - hls['k=2, steps=100'][0]) > 0.1
+  # Per run, the seeds are named and the implied columns kept out too.
+  ax = report.plot_curves(curves, runs, per_run=True).axes[0]
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert 'k=1, steps=50, seed=1' in labels and len(set(labels)) == 8

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 
 from wrn_trax import record
-from wrn_trax.report.analysis import (_config_columns, _seed_stats,
-                                      curve_keys, curve_stats,
-                                      differing_columns)
+from wrn_trax.report.analysis import (_key_value, _seed_stats, curve_keys,
+                                      curve_stats, differing_columns)
 from wrn_trax.report.io import CONFIG_KEYS
 
 # Short legend names for long column names.
@@ -61,6 +60,55 @@ def _colors(values):
   return {v: cmap(0.9 * i / n) for i, v in enumerate(distinct)}
 
 
+def _implied(name):
+  """Columns a legend may leave out when the others fix them: records of
+  what was overridden (`overrides.steps`) and what is derived from the
+  run's length (`lr_milestone_steps`)."""
+  return name.startswith('overrides.') or name == 'lr_milestone_steps'
+
+
+def _short_legend(runs, columns):
+  """`columns` less the implied ones that the others already determine.
+
+  A budget sweep's lines differ in `steps`, `lr_milestone_steps` and
+  `overrides.steps`; the last two follow from the first, so the legend says
+  'k=4, steps=782' rather than all three.
+  """
+  def n_distinct(cols):
+    return len({tuple(_key_value(row[c]) for c in cols)
+                for _, row in runs.iterrows()})
+  keep = list(columns)
+  full = n_distinct(keep)
+  for c in reversed(list(columns)):
+    rest = [x for x in keep if x != c]
+    if _implied(c) and rest and n_distinct(rest) == full:
+      keep = rest
+  return keep
+
+
+def _order_key(values):
+  """Sort key for legend values: numbers by value, before other values."""
+  out = []
+  for v in values:
+    try:
+      out.append((0, float(v), ''))
+    except (TypeError, ValueError):
+      out.append((1, 0.0, str(v)))
+  return tuple(out)
+
+
+def _shades(color, n):
+  """`n` versions of `color` from light to dark (same hue), for the lines
+  that share a width but differ in something else (e.g. their budget)."""
+  import colorsys  # pylint: disable=g-import-not-at-top
+  from matplotlib import colors  # pylint: disable=g-import-not-at-top
+  if n == 1:
+    return [color]
+  hue, _, saturation = colorsys.rgb_to_hls(*colors.to_rgb(color))
+  return [colorsys.hls_to_rgb(hue, 0.72 - 0.5 * i / (n - 1), saturation)
+          for i in range(n)]
+
+
 def plot_curves(curves, runs, metric='error', split='eval', ax=None,
                 aggregate=None, per_run=False):
   """Learning curves, colored by widen factor, one line per configuration.
@@ -82,7 +130,10 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
 
   Returns:
     The Figure. The legend names only the config columns that differ between
-    the lines drawn.
+    the lines drawn (less those the others imply, e.g. `lr_milestone_steps`
+    beside `steps`). Lines of one width that differ in something else (their
+    budget, say) get shades of the width's color, light to dark in the order
+    of what differs (shortest budget lightest).
   """
   if aggregate is not None:
     per_run = not aggregate
@@ -98,18 +149,16 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
   families = (sorted(names['family'].dropna().unique())
               if 'family' in names else [])
   style_of = dict(zip(families, ['-', '--', ':', '-.']))
-  if per_run:
-    candidates = _config_columns(names)
-  else:
-    candidates = curve_keys(names)
-  legend_columns = differing_columns(names, _drop_model(candidates))
-  if per_run:
-    legend_columns = [c for c in legend_columns if c != 'seed'] + (
-        ['seed'] if 'seed' in legend_columns else [])
-  for _, line in stats.groupby('line', sort=True):
-    first = names[names['run'] == line['runs'].iloc[0][0]].iloc[0]
+  candidates = curve_keys(names)
+  if per_run and 'seed' in names.columns:
+    candidates = candidates + ['seed']
+  legend_columns = _short_legend(
+      names, differing_columns(names, _drop_model(candidates)))
+  lines = [(line, names[names['run'] == line['runs'].iloc[0][0]].iloc[0])
+           for _, line in stats.groupby('line', sort=True)]
+  color_of_line = _line_colors(lines, color_of, legend_columns)
+  for (line, first), color in zip(lines, color_of_line):
     label = _label(first, legend_columns) or str(first.get('model', ''))
-    color = color_of.get(first.get('widen_factor'))
     steps = line['step'].to_numpy(float)
     drawn = ax.plot(steps, scale * line['median'].to_numpy(float), label=label,
                     color=color,
@@ -128,6 +177,26 @@ def plot_curves(curves, runs, metric='error', split='eval', ax=None,
     ax.set_yscale('log')
   _legend(ax, names, legend_columns)
   return fig
+
+
+def _line_colors(lines, color_of, legend_columns):
+  """A color per (line, first run): the width's, shaded within a width."""
+  others = [c for c in legend_columns if c not in ('widen_factor', 'seed')]
+  by_width = {}
+  for i, (_, first) in enumerate(lines):
+    by_width.setdefault(_key_value(first.get('widen_factor')), []).append(i)
+  out = [None] * len(lines)
+  for width, members in by_width.items():
+    base = color_of.get(width)
+    if base is None or len(members) == 1 or not others:
+      for i in members:
+        out[i] = base
+      continue
+    members = sorted(members, key=lambda i: _order_key(
+        [lines[i][1][c] for c in others]))
+    for i, shade in zip(members, _shades(base, len(members))):
+      out[i] = shade
+  return out
 
 
 def _bn_note(data, split):
