@@ -6,14 +6,14 @@
 # length. 391 steps of 128 images are one epoch of the 50,000 training images.
 # Resumable: rerun it and finished members are skipped, partial ones resume.
 #
-#   DATA=/tmp/cifar10-jpeg ROOT=/work/runs/cifar10-budget bash results/cifar10-budget/study.sh
+#   DATA=/tmp/cifar10-jpeg bash results/cifar10-budget/study.sh
 #
 # Members run in the order that gives a usable table soonest: every budget
 # and seed of the narrow widths (NARROW) first, then the wide ones (WIDE)
 # budget by budget, shortest first.
 set -euo pipefail
 DATA=${DATA:-/tmp/cifar10-jpeg}
-ROOT=${ROOT:-/work/runs/cifar10-budget}
+ROOT=${ROOT:-results/cifar10-budget/runs}  # records committed here; checkpoints ignored
 NARROW=${NARROW:-"1 2"}
 WIDE=${WIDE:-"4"}
 SEEDS=${SEEDS:-"0 1"}
